@@ -1,0 +1,3 @@
+from r1exp.cli import main
+
+main()

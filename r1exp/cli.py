@@ -1,0 +1,28 @@
+"""`r1exp`: the Hydra controller. Compose -> validate -> resolve once -> track -> dispatch."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from r1exp.errors import ConfigError
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from r1exp.launch.controller import config_error_exit, control
+
+    runtime = HydraConfig.get()
+    tags = {f"choice.{group}": str(option) for group, option in runtime.runtime.choices.items()
+            if not group.startswith("hydra/")}
+    tags["overrides"] = " ".join(runtime.overrides.task)
+    try:
+        control(cfg, tags)
+    except ConfigError as err:
+        config_error_exit(err)
+
+
+if __name__ == "__main__":
+    main()

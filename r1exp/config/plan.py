@@ -1,0 +1,118 @@
+"""The effective plan of a run: what the config implies once the hardware is applied.
+
+Batch sizes are stated globally by recipes and split here, so the same recipe runs unchanged
+on one 12 GB card or an 8-GPU node; only gradient accumulation changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from r1exp.errors import ConfigError
+
+TRAINING_STAGES = ("sft", "grpo")
+LAUNCHERS_DIR = Path(__file__).resolve().parents[2] / "launchers"
+
+
+@dataclass(frozen=True)
+class Plan:
+    stage: str
+    world_size: int
+    per_device_train_batch_size: int
+    gradient_accumulation_steps: int
+    global_batch_size: int
+    generation_devices: int
+    launch_command: tuple[str, ...]
+
+    def render(self) -> str:
+        """The lines `dry_run=true` prints (one `key: value` per line)."""
+        lines = [f"{key}: {value}" for key, value in asdict(self).items() if key != "launch_command"]
+        lines.append("launch_command: " + " ".join(self.launch_command))
+        return "\n".join(lines)
+
+
+def uses_vllm_server(cfg: DictConfig) -> bool:
+    hw = cfg.hardware
+    return cfg.stage == "grpo" and hw.generation_backend == "vllm" and hw.vllm.mode == "server"
+
+
+def make_plan(cfg: DictConfig, resolved_yaml: str = "<run_dir>/resolved.yaml") -> Plan:
+    """Derive world size and batch split from a validated config; ConfigError if impossible."""
+    hw = cfg.hardware
+    devices = hw.num_nodes * hw.devices_per_node
+    generation_devices = hw.vllm.server_devices * hw.num_nodes if uses_vllm_server(cfg) else 0
+    world_size = devices - generation_devices
+    if world_size < 1:
+        raise ConfigError(
+            f"hardware.vllm.server_devices={hw.vllm.server_devices} leaves no training device "
+            f"out of {devices}; lower it or use hardware.vllm.mode=colocate"
+        )
+    if world_size > 1 and hw.distributed == "none":
+        raise ConfigError(
+            f"hardware.distributed=none with {world_size} training processes; "
+            "choose one of: ddp, zero2, zero3"
+        )
+    per_device = hw.per_device_train_batch_size
+    global_batch = cfg.train.global_batch_size
+    accumulation = 1
+    if cfg.stage in TRAINING_STAGES:
+        accumulation = _accumulation(global_batch, world_size, per_device)
+        if cfg.stage == "grpo":
+            _check_generation_groups(cfg, global_batch)
+    return Plan(
+        stage=cfg.stage,
+        world_size=world_size,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
+        global_batch_size=global_batch if cfg.stage in TRAINING_STAGES else world_size * per_device,
+        generation_devices=generation_devices,
+        launch_command=launch_command(cfg, world_size, resolved_yaml),
+    )
+
+
+def _accumulation(global_batch: int, world_size: int, per_device: int) -> int:
+    step = world_size * per_device
+    if global_batch < 1 or global_batch % step:
+        lower = max(step, global_batch // step * step)
+        raise ConfigError(
+            f"train.global_batch_size={global_batch} is not divisible by world_size ({world_size}) "
+            f"x hardware.per_device_train_batch_size ({per_device}) = {step}; "
+            f"use train.global_batch_size={lower} or {lower + step}, "
+            "or change hardware.per_device_train_batch_size"
+        )
+    return global_batch // step
+
+
+def _check_generation_groups(cfg: DictConfig, global_batch: int) -> None:
+    # Every prompt's completions must land in one generation batch, or the group advantage
+    # is computed over a partial group (open-r1#249).
+    generations = cfg.grpo.num_generations
+    if generations < 2:
+        raise ConfigError(
+            f"grpo.num_generations={generations}: GRPO compares completions of the same prompt, "
+            "so it needs at least 2"
+        )
+    if global_batch % generations:
+        raise ConfigError(
+            f"grpo.num_generations={generations} does not divide train.global_batch_size="
+            f"{global_batch} (completions per step); use a global batch that is a multiple of "
+            f"{generations}, e.g. {global_batch // generations * generations or generations}"
+        )
+
+
+def launch_command(cfg: DictConfig, world_size: int, resolved_yaml: str) -> tuple[str, ...]:
+    """How the controller starts the stage's worker process(es)."""
+    worker = ("-m", "r1exp.launch.worker", resolved_yaml)
+    hw = cfg.hardware
+    if world_size == 1 and hw.distributed == "none":
+        return ("python", *worker)
+    return (
+        "accelerate", "launch",
+        "--config_file", str(LAUNCHERS_DIR / "accelerate" / f"{hw.distributed}.yaml"),
+        "--num_machines", str(hw.num_nodes),
+        "--num_processes", str(world_size),
+        *worker,
+    )

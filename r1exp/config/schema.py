@@ -1,0 +1,191 @@
+"""Typed schema of the composed config.
+
+The YAML under conf/ is the single source of truth for default values; these dataclasses
+only declare names and types (every field is MISSING), so merging the composed config into
+them rejects unknown keys and wrong types, and a knob missing from YAML is an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class GGUFSource:
+    package: str = MISSING
+    version: str = MISSING
+    file: str = MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    path: Optional[str] = MISSING
+    revision: Optional[str] = MISSING
+    gguf: Optional[GGUFSource] = MISSING
+    trust_remote_code: bool = MISSING
+    chat_template: Optional[str] = MISSING
+    num_parameters: float = MISSING
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    source: str = MISSING
+    path: Optional[str] = MISSING
+    config_name: Optional[str] = MISSING
+    revision: Optional[str] = MISSING
+    train_split: str = MISSING
+    test_split: Optional[str] = MISSING
+    rename: Dict[str, str] = MISSING
+    prompt_column: Optional[str] = MISSING
+    answer_column: Optional[str] = MISSING
+    messages_column: Optional[str] = MISSING
+    offline_path: Optional[str] = MISSING
+    max_samples: Optional[int] = MISSING
+    generator: Optional[Dict[str, Any]] = MISSING
+
+
+@dataclass
+class VLLMConfig:
+    mode: str = MISSING
+    server_devices: int = MISSING
+    gpu_memory_utilization: float = MISSING
+
+
+@dataclass
+class HardwareConfig:
+    name: str = MISSING
+    accelerator: str = MISSING
+    num_nodes: int = MISSING
+    devices_per_node: int = MISSING
+    device_memory_gb: Optional[float] = MISSING
+    dtype: str = MISSING
+    attn_implementation: str = MISSING
+    per_device_train_batch_size: int = MISSING
+    per_device_eval_batch_size: int = MISSING
+    gradient_checkpointing: bool = MISSING
+    distributed: str = MISSING
+    generation_backend: str = MISSING
+    vllm: VLLMConfig = MISSING
+    lacks: List[str] = MISSING
+    env: Dict[str, str] = MISSING
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = MISSING
+    r: int = MISSING
+    alpha: int = MISSING
+    dropout: float = MISSING
+    target_modules: Any = MISSING
+
+
+@dataclass
+class TrainConfig:
+    global_batch_size: int = MISSING
+    learning_rate: float = MISSING
+    lr_scheduler_type: str = MISSING
+    warmup_ratio: float = MISSING
+    weight_decay: float = MISSING
+    max_grad_norm: float = MISSING
+    optim: str = MISSING
+    num_train_epochs: float = MISSING
+    max_steps: int = MISSING
+    logging_steps: int = MISSING
+    save_steps: int = MISSING
+    save_total_limit: Optional[int] = MISSING
+    resume: str = MISSING
+    benchmarks: List[str] = MISSING
+    lora: LoraConfig = MISSING
+
+
+@dataclass
+class SFTConfig:
+    max_length: int = MISSING
+    packing: bool = MISSING
+    completion_only_loss: bool = MISSING
+    system_prompt: Optional[str] = MISSING
+    eos_token: Optional[str] = MISSING
+
+
+@dataclass
+class GRPOConfig:
+    num_generations: int = MISSING
+    max_completion_length: int = MISSING
+    temperature: float = MISSING
+    top_p: float = MISSING
+    beta: float = MISSING
+    epsilon: float = MISSING
+    loss_type: str = MISSING
+    scale_rewards: str = MISSING
+    num_iterations: int = MISSING
+    mask_truncated_completions: bool = MISSING
+    steps_per_generation: Optional[int] = MISSING
+    system_prompt: Optional[str] = MISSING
+    log_completions_steps: int = MISSING
+
+
+@dataclass
+class EvalConfig:
+    benchmarks: List[str] = MISSING
+    num_samples: int = MISSING
+    temperature: float = MISSING
+    top_p: float = MISSING
+    greedy: bool = MISSING
+    max_new_tokens: int = MISSING
+    limit: Optional[int] = MISSING
+    backend: str = MISSING
+    prompt: str = MISSING
+
+
+@dataclass
+class GenerateConfig:
+    num_generations: int = MISSING
+    temperature: float = MISSING
+    top_p: float = MISSING
+    max_new_tokens: int = MISSING
+    prompt_template: str = MISSING
+    engine: str = MISSING
+    endpoint: Optional[str] = MISSING
+    max_in_flight: int = MISSING
+    request_timeout_s: float = MISSING
+    max_retries: int = MISSING
+    keep: str = MISSING
+    shard_size: int = MISSING
+
+
+@dataclass
+class LoggerConfig:
+    name: str = MISSING
+    tracking_uri: Optional[str] = MISSING
+    experiment_name: str = MISSING
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = MISSING
+    cache_dir: str = MISSING
+    data_dir: str = MISSING
+
+
+@dataclass
+class RunConfig:
+    seed: int = MISSING
+    dry_run: bool = MISSING
+    stage: str = MISSING
+    paths: PathsConfig = MISSING
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    # Reward parameters differ per reward: r1exp.rewards validates them against its registry.
+    reward: Dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = MISSING
+    sft: SFTConfig = MISSING
+    grpo: GRPOConfig = MISSING
+    eval: EvalConfig = MISSING
+    generate: GenerateConfig = MISSING
+    logger: LoggerConfig = MISSING

@@ -1,0 +1,116 @@
+"""Validate a composed config before anything heavy happens.
+
+Every failure is one `ConfigError` naming the key, the bad value and what is allowed, so a
+wrong command costs seconds. Checks here are cheap: no torch, no model, no network.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from r1exp.config.schema import RunConfig
+from r1exp.errors import ConfigError
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "hardware.accelerator": ("cpu", "cuda"),
+    "hardware.dtype": ("fp32", "bf16", "fp16"),
+    "hardware.attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2", "flex_attention"),
+    "hardware.distributed": ("none", "ddp", "zero2", "zero3"),
+    "hardware.generation_backend": ("transformers", "vllm"),
+    "hardware.vllm.mode": ("colocate", "server"),
+    "dataset.source": ("generated", "hub", "local"),
+    "train.resume": ("auto", "never"),
+    "grpo.loss_type": ("grpo", "bnpo", "dr_grpo", "dapo"),
+    "grpo.scale_rewards": ("group", "batch", "none"),
+    "eval.backend": ("transformers", "vllm", "lighteval"),
+    "generate.engine": ("transformers", "vllm", "openai"),
+    "generate.keep": ("all", "correct", "first_correct"),
+    "logger.name": ("mlflow", "none"),
+}
+HARDWARE_FEATURES = ("flash_attn", "vllm", "deepspeed")
+TRAINING_STAGES = ("sft", "grpo")
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Type-check `cfg` against the schema and run the cross-field checks; return it typed."""
+    typed = _check_schema(cfg)
+    for key, allowed in CHOICES.items():
+        _check_choice(key, OmegaConf.select(typed, key), allowed)
+    for feature in typed.hardware.lacks:
+        _check_choice("hardware.lacks[]", feature, HARDWARE_FEATURES)
+    _check_hardware(typed)
+    _check_stage(typed)
+    _check_rewards(typed)
+    return typed
+
+
+def _check_schema(cfg: DictConfig) -> DictConfig:
+    try:
+        return OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        reason = str(err).splitlines()[0]
+        raise ConfigError(f"invalid config at '{key}': {reason}") from None
+
+
+def _check_choice(key: str, value: Any, allowed: Iterable[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def _check_hardware(cfg: DictConfig) -> None:
+    hw = cfg.hardware
+    if hw.accelerator == "cpu" and hw.dtype != "fp32":
+        raise ConfigError(
+            f"hardware.dtype={hw.dtype} on the cpu profile '{hw.name}': CPUs train in fp32 "
+            "here (bf16/fp16 matmuls are emulated and slow); use hardware.dtype=fp32"
+        )
+    if hw.attn_implementation == "flash_attention_2":
+        if "flash_attn" in hw.lacks:
+            raise ConfigError(
+                f"hardware.attn_implementation=flash_attention_2 but hardware '{hw.name}' has "
+                "no flash-attn build; use hardware.attn_implementation=sdpa"
+            )
+        if hw.dtype != "bf16":
+            raise ConfigError(
+                f"hardware.attn_implementation=flash_attention_2 with hardware.dtype={hw.dtype}: "
+                "r1exp runs flash-attn in bf16 only (fp16/fp32 profiles are for cards it does "
+                "not support); use hardware.dtype=bf16 or hardware.attn_implementation=sdpa"
+            )
+    if hw.distributed in ("zero2", "zero3") and "deepspeed" in hw.lacks:
+        raise ConfigError(
+            f"hardware.distributed={hw.distributed} needs DeepSpeed, which hardware '{hw.name}' "
+            "lacks; use hardware.distributed=ddp"
+        )
+    if hw.generation_backend == "vllm" and "vllm" in hw.lacks:
+        raise ConfigError(
+            f"hardware.generation_backend=vllm but hardware '{hw.name}' has no vLLM build; "
+            "use hardware.generation_backend=transformers"
+        )
+    if hw.num_nodes < 1 or hw.devices_per_node < 1:
+        raise ConfigError(
+            f"hardware.num_nodes={hw.num_nodes} and hardware.devices_per_node="
+            f"{hw.devices_per_node} must both be >= 1"
+        )
+
+
+def _check_stage(cfg: DictConfig) -> None:
+    from r1exp.stages import stage_module  # light: stage modules import torch lazily
+
+    module = stage_module(cfg.stage)
+    check = getattr(module, "check", None)
+    if check is not None:
+        check(cfg)
+
+
+def _check_rewards(cfg: DictConfig) -> None:
+    if cfg.stage != "grpo":
+        return
+    from r1exp.rewards import validate_reward_config
+
+    if not cfg.reward:
+        raise ConfigError("reward=[] selects no reward; GRPO needs at least one, e.g. reward=[accuracy]")
+    validate_reward_config(cfg.reward)

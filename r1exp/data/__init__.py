@@ -1,0 +1,1 @@
+"""Datasets: generated tasks, hub ids and local files through one loader."""

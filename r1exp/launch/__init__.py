@@ -1,0 +1,1 @@
+"""Controller -> worker processes. Hydra runs only in the controller."""

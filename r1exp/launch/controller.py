@@ -1,0 +1,112 @@
+"""The Hydra job is a controller: validate, resolve once, track, start the worker(s).
+
+It never imports torch, so `dry_run`, `--cfg job` and submitit stay fast, and each run's
+training happens in fresh processes: no CUDA/NCCL state is shared between sweep jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from r1exp.config.plan import Plan, make_plan
+from r1exp.config.validate import validate
+from r1exp.errors import ConfigError
+from r1exp.launch.preflight import preflight
+from r1exp.launch.worker import METRICS_FILE
+
+log = logging.getLogger(__name__)
+RESOLVED_FILE = "resolved.yaml"
+STATUS_FILE = "status"
+
+
+def prepare(cfg: DictConfig) -> tuple[DictConfig, Plan]:
+    """Resolve every interpolation once, validate, derive the plan. Raises ConfigError."""
+    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    typed = validate(resolved)
+    run_dir = Path(typed.paths.output_dir)
+    return typed, make_plan(typed, resolved_yaml=str(run_dir / RESOLVED_FILE))
+
+
+def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None) -> dict[str, float]:
+    typed, plan = prepare(cfg)
+    if typed.dry_run:
+        print(OmegaConf.to_yaml(typed, resolve=True))
+        print(plan.render())
+        return {}
+    preflight(typed, plan)
+    run_dir = Path(typed.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RESOLVED_FILE).write_text(OmegaConf.to_yaml(typed, resolve=True))
+
+    from r1exp.tracking.mlflow_run import open_run
+
+    tags = {"stage": typed.stage, **(hydra_tags or {})}
+    run = open_run(typed, OmegaConf.to_container(typed), run_dir, tags)
+    status = "FAILED"
+    try:
+        returncode = _run_workers(plan, typed, run)
+        status = "FINISHED" if returncode == 0 else "FAILED"
+        if returncode != 0:
+            raise RuntimeError(f"stage '{typed.stage}' worker exited with status {returncode}; "
+                               f"see the log in {run_dir}")
+        metrics = _read_metrics(run_dir)
+        if run is not None:
+            run.log_metrics(metrics)
+        return metrics
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        (run_dir / STATUS_FILE).write_text(status + "\n")
+        if run is not None:
+            for name in (RESOLVED_FILE, METRICS_FILE, STATUS_FILE, ".hydra"):
+                run.log_artifacts(run_dir / name, None if name != ".hydra" else ".hydra")
+            for logfile in run_dir.glob("*.log"):
+                run.log_artifacts(logfile)
+            run.finish(status)
+
+
+def _run_workers(plan: Plan, cfg: DictConfig, run) -> int:
+    env = {**os.environ, **{k: str(v) for k, v in cfg.hardware.env.items()}}
+    if run is not None:
+        env.update(run.env())
+    argv = executable_argv(plan.launch_command)
+    log.info("starting worker: %s", " ".join(argv))
+    proc = subprocess.Popen(argv, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        # The worker got the same Ctrl-C from the terminal; give it time to stop cleanly.
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+
+
+def executable_argv(command: tuple[str, ...]) -> list[str]:
+    """Turn the plan's readable command into one that uses this interpreter."""
+    if command[:1] == ("python",):
+        return [sys.executable, *command[1:]]
+    if command[:2] == ("accelerate", "launch"):
+        return [sys.executable, "-m", "accelerate.commands.launch", *command[2:]]
+    return list(command)
+
+
+def _read_metrics(run_dir: Path) -> dict[str, float]:
+    path = run_dir / METRICS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def config_error_exit(err: ConfigError) -> None:
+    print(f"r1exp: config error: {err}", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,34 @@
+"""Checks that need the real environment (installed packages, visible devices).
+
+They run only when a run is about to start (not in dry runs, which may plan for hardware
+this machine does not have), and still before any model or dataset is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from r1exp.config.plan import Plan
+from r1exp.errors import ConfigError
+
+
+def preflight(cfg, plan: Plan) -> None:
+    hw = cfg.hardware
+    needs_vllm = (
+        (cfg.stage == "grpo" and hw.generation_backend == "vllm")
+        or (cfg.stage == "eval" and cfg.eval.backend == "vllm")
+        or (cfg.stage == "generate" and cfg.generate.engine == "vllm")
+    )
+    if needs_vllm and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(
+            "vLLM is not installed but this run asks for it (hardware.generation_backend / "
+            "eval.backend / generate.engine = vllm); install it with `pip install -e .[vllm]` "
+            "or use hardware.generation_backend=transformers"
+        )
+    if hw.distributed in ("zero2", "zero3") and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(
+            f"hardware.distributed={hw.distributed} needs DeepSpeed, which is not installed; "
+            "`pip install -e .[deepspeed]` or use hardware.distributed=ddp"
+        )
+    if plan.world_size > 1 and importlib.util.find_spec("accelerate") is None:
+        raise ConfigError("multi-process runs need `accelerate`, which is not installed")

@@ -1,0 +1,103 @@
+"""What the training stages (sft, grpo) share: Trainer arguments, resume, the final save."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from r1exp.config.plan import Plan
+from r1exp.models.loading import TORCH_DTYPES, resolve_attn_implementation
+
+log = logging.getLogger(__name__)
+FINAL_MODEL_DIR = "model"
+
+
+def trainer_kwargs(cfg, plan: Plan) -> dict:
+    """Keyword arguments for a TRL config (SFTConfig / GRPOConfig) from train + hardware."""
+    train, hw = cfg.train, cfg.hardware
+    return dict(
+        output_dir=str(Path(cfg.paths.output_dir) / "checkpoints"),
+        per_device_train_batch_size=plan.per_device_train_batch_size,
+        gradient_accumulation_steps=plan.gradient_accumulation_steps,
+        learning_rate=train.learning_rate,
+        lr_scheduler_type=train.lr_scheduler_type,
+        warmup_ratio=train.warmup_ratio,
+        weight_decay=train.weight_decay,
+        max_grad_norm=train.max_grad_norm,
+        optim=train.optim,
+        num_train_epochs=train.num_train_epochs,
+        max_steps=train.max_steps,
+        logging_steps=train.logging_steps,
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        save_total_limit=train.save_total_limit,
+        seed=cfg.seed,
+        bf16=hw.dtype == "bf16",
+        fp16=hw.dtype == "fp16",
+        use_cpu=hw.accelerator == "cpu",
+        gradient_checkpointing=hw.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if hw.gradient_checkpointing else None,
+        report_to="none",  # r1exp's own callback logs to the controller's MLflow run
+        disable_tqdm=False,
+    )
+
+
+def model_init_kwargs(cfg) -> dict:
+    """How TRL should load the model (it loads it itself so it can also load a reference)."""
+    hw = cfg.hardware
+    kwargs = {
+        "dtype": TORCH_DTYPES[hw.dtype],
+        "attn_implementation": resolve_attn_implementation(
+            hw.attn_implementation, hw.dtype, hw.accelerator
+        ),
+        "trust_remote_code": cfg.model.trust_remote_code,
+    }
+    if cfg.model.revision:
+        kwargs["revision"] = cfg.model.revision
+    return kwargs
+
+
+def peft_config(cfg):
+    lora = cfg.train.lora
+    if not lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    target = lora.target_modules
+    return LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM",
+        target_modules=target if isinstance(target, str) else list(target),
+    )
+
+
+def checkpoint_to_resume(cfg) -> str | None:
+    """The newest checkpoint of this run dir when `train.resume=auto`, else None."""
+    if cfg.train.resume != "auto":
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    found = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if found:
+        log.info("resuming from %s", found)
+    return found
+
+
+def save_final(trainer, tokenizer, cfg) -> Path:
+    """Model + tokenizer that `model.path=<dir>` and plain transformers can load."""
+    out = Path(cfg.paths.output_dir) / FINAL_MODEL_DIR
+    # Generation must stop at the chat template's end token (open-r1#663).
+    model = trainer.model
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(out))
+    return out
+
+
+def final_metrics(trainer, result) -> dict[str, float]:
+    metrics = {f"train/{k}": float(v) for k, v in result.metrics.items()
+               if isinstance(v, (int, float))}
+    metrics["train/global_step"] = float(trainer.state.global_step)
+    return metrics

@@ -1,0 +1,1 @@
+"""MLflow run lifecycle: the controller opens and closes the run, workers reattach by id."""

@@ -1,0 +1,31 @@
+"""Worker side: stream Trainer logs into the controller's MLflow run (rank 0 only)."""
+
+from __future__ import annotations
+
+import os
+
+from transformers import TrainerCallback
+
+from r1exp.tracking.mlflow_run import RUN_ID_ENV, TRACKING_URI_ENV, TrackedRun, client_for
+
+
+def attached_run() -> TrackedRun | None:
+    """The controller's run, if this process was started with MLFLOW_RUN_ID."""
+    run_id, uri = os.environ.get(RUN_ID_ENV), os.environ.get(TRACKING_URI_ENV)
+    if not run_id or not uri:
+        return None
+    return TrackedRun(client_for(uri), run_id, uri)
+
+
+class MlflowMetricsCallback(TrainerCallback):
+    """Logs every `on_log` dict at the trainer's global step. Never ends the run."""
+
+    def __init__(self, run: TrackedRun | None = None):
+        self.run = run if run is not None else attached_run()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.run is None or not state.is_world_process_zero or not logs:
+            return
+        numeric = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+        if numeric:
+            self.run.log_metrics(numeric, step=state.global_step)
