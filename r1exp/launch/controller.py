@@ -78,6 +78,17 @@ def _run_workers(plan: Plan, cfg: DictConfig, run) -> int:
     env = {**os.environ, **{k: str(v) for k, v in cfg.hardware.env.items()}}
     if run is not None:
         env.update(run.env())
+    if plan.generation_devices:
+        from r1exp.launch.vllm_server import running_server
+        from r1exp.models.loading import resolve_model_dir
+
+        model_dir = resolve_model_dir(cfg.model, cfg.paths.cache_dir)
+        with running_server(cfg, model_dir, env) as worker_env:
+            return _start_and_wait(plan, worker_env)
+    return _start_and_wait(plan, env)
+
+
+def _start_and_wait(plan: Plan, env: dict[str, str]) -> int:
     argv = executable_argv(plan.launch_command)
     log.info("starting worker: %s", " ".join(argv))
     proc = subprocess.Popen(argv, env=env)
