@@ -1,10 +1,15 @@
-"""The grpo stage: TRL's GRPOTrainer over a dataset of prompts with verifiable answers."""
+"""The grpo stage: TRL's GRPOTrainer over prompts with verifiable answers.
+
+Generation backend comes from the hardware profile: transformers everywhere; vLLM colocated
+(in the training processes) or as a server on reserved GPUs (open-r1's 7 + 1 layout, started
+by the controller, see r1exp/launch/vllm_server.py).
+"""
 
 from __future__ import annotations
 
 import logging
 
-from r1exp.config.plan import make_plan
+from r1exp.config.plan import Plan, make_plan
 
 log = logging.getLogger(__name__)
 
@@ -15,22 +20,46 @@ def run(cfg) -> dict[str, float]:
     from r1exp.data.loading import load_split, require_columns
     from r1exp.models.loading import load_tokenizer, resolve_model_dir
     from r1exp.rewards import RewardHealthCallback, build_reward_functions
-    from r1exp.stages.training import (
-        checkpoint_to_resume, final_metrics, model_init_kwargs, peft_config, save_final,
-        trainer_kwargs,
-    )
-    from r1exp.tracking.callback import MlflowMetricsCallback
+    from r1exp.stages.training import checkpoint_to_resume, final_metrics, peft_config, save_final
+    from r1exp.tracking.callback import CompletionTableCallback, MlflowMetricsCallback
 
     plan = make_plan(cfg)
     model_dir = resolve_model_dir(cfg.model, cfg.paths.cache_dir)
     tokenizer = load_tokenizer(cfg.model, cfg.paths.cache_dir)
     dataset = load_split(cfg.dataset, cfg.dataset.train_split, seed=cfg.seed)
-    require_columns(dataset, [cfg.dataset.prompt_column], cfg.dataset.name)
-    dataset = dataset.map(lambda row: {"prompt": _conversation(row, cfg)})
+    require_columns(dataset, [cfg.dataset.prompt_column, cfg.dataset.answer_column], cfg.dataset.name)
+    dataset = dataset.map(lambda row: {"prompt": conversation(row, cfg)})
     reward_funcs, reward_weights = build_reward_functions(cfg.reward)
 
+    trainer = GRPOTrainer(
+        model=model_dir,  # a path, not an object: TRL then loads the reference model (beta > 0) too
+        reward_funcs=reward_funcs,
+        args=GRPOConfig(**grpo_arguments(cfg, plan), reward_weights=reward_weights),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config(cfg),
+        callbacks=[
+            MlflowMetricsCallback(),
+            RewardHealthCallback(),
+            CompletionTableCallback(every_steps=cfg.grpo.log_completions_steps),
+        ],
+    )
+    result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(cfg))
+    model_out = save_final(trainer, tokenizer, cfg)
+    metrics = final_metrics(trainer, result)
+    if cfg.train.benchmarks:
+        from r1exp.eval import evaluate_model
+
+        metrics.update(evaluate_model(cfg, str(model_out), list(cfg.train.benchmarks)))
+    return metrics
+
+
+def grpo_arguments(cfg, plan: Plan) -> dict:
+    """Everything GRPOConfig needs except the reward weights: a pure function of the config."""
+    from r1exp.stages.training import model_init_kwargs, trainer_kwargs
+
     g = cfg.grpo
-    args = GRPOConfig(
+    return dict(
         **trainer_kwargs(cfg, plan),
         model_init_kwargs=model_init_kwargs(cfg),
         num_generations=g.num_generations,
@@ -44,23 +73,35 @@ def run(cfg) -> dict[str, float]:
         num_iterations=g.num_iterations,
         mask_truncated_completions=g.mask_truncated_completions,
         steps_per_generation=g.steps_per_generation,
-        reward_weights=reward_weights,
+        # TRL writes each logged batch of completions (prompt, completion, every reward) to
+        # <output_dir>/completions/*.parquet; CompletionTableCallback ships them to MLflow.
+        log_completions=True,
+        num_completions_to_print=2,
+        **generation_backend_arguments(cfg),
     )
-    trainer = GRPOTrainer(
-        model=model_dir,  # a path, not an object: TRL can then load the reference model too
-        reward_funcs=reward_funcs,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config(cfg),
-        callbacks=[MlflowMetricsCallback(), RewardHealthCallback()],
-    )
-    result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(cfg))
-    save_final(trainer, tokenizer, cfg)
-    return final_metrics(trainer, result)
 
 
-def _conversation(row, cfg) -> list[dict[str, str]]:
+def generation_backend_arguments(cfg) -> dict:
+    hw = cfg.hardware
+    if hw.generation_backend != "vllm":
+        return {"use_vllm": False}
+    args = {
+        "use_vllm": True,
+        "vllm_mode": hw.vllm.mode,
+        "vllm_gpu_memory_utilization": hw.vllm.gpu_memory_utilization,
+    }
+    if hw.vllm.mode == "server":
+        from r1exp.launch.vllm_server import SERVER_URL_ENV, server_url_from_env
+
+        url = server_url_from_env()
+        if url is None:
+            raise RuntimeError(f"vLLM server mode but {SERVER_URL_ENV} is unset: the controller "
+                               "starts the server and exports its address")
+        args["vllm_server_base_url"] = url
+    return args
+
+
+def conversation(row, cfg) -> list[dict[str, str]]:
     messages = []
     if cfg.grpo.system_prompt:
         messages.append({"role": "system", "content": cfg.grpo.system_prompt})

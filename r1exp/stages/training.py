@@ -21,7 +21,7 @@ def trainer_kwargs(cfg, plan: Plan) -> dict:
         gradient_accumulation_steps=plan.gradient_accumulation_steps,
         learning_rate=train.learning_rate,
         lr_scheduler_type=train.lr_scheduler_type,
-        warmup_ratio=train.warmup_ratio,
+        warmup_steps=train.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
         weight_decay=train.weight_decay,
         max_grad_norm=train.max_grad_norm,
         optim=train.optim,

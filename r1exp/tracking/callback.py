@@ -29,3 +29,30 @@ class MlflowMetricsCallback(TrainerCallback):
         numeric = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
         if numeric:
             self.run.log_metrics(numeric, step=state.global_step)
+
+
+class CompletionTableCallback(TrainerCallback):
+    """Every N steps, log the newest table of sample completions (prompt, completion, each
+    reward, advantage) that TRL's GRPOTrainer wrote to <output_dir>/completions/, as an MLflow
+    table artifact `completions/step_XXXXX.json`."""
+
+    def __init__(self, every_steps: int, run: TrackedRun | None = None):
+        self.every_steps = every_steps
+        self.run = run if run is not None else attached_run()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.run is None or not state.is_world_process_zero or self.every_steps <= 0:
+            return
+        if state.global_step % self.every_steps:
+            return
+        from pathlib import Path
+
+        tables = sorted((Path(args.output_dir) / "completions").glob("completions_*.parquet"))
+        if tables:
+            import pandas as pd
+
+            frame = pd.read_parquet(tables[-1])
+            frame["prompt"] = frame["prompt"].astype(str)
+            frame["completion"] = frame["completion"].astype(str)
+            self.run.client.log_table(self.run.run_id, data=frame,
+                                      artifact_file=f"completions/step_{state.global_step:05d}.json")
