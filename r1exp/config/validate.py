@@ -42,6 +42,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     for feature in typed.hardware.lacks:
         _check_choice("hardware.lacks[]", feature, HARDWARE_FEATURES)
     _check_hardware(typed)
+    _check_generated_dataset(typed)
     _check_stage(typed)
     _check_rewards(typed)
     return typed
@@ -95,6 +96,15 @@ def _check_hardware(cfg: DictConfig) -> None:
             f"hardware.num_nodes={hw.num_nodes} and hardware.devices_per_node="
             f"{hw.devices_per_node} must both be >= 1"
         )
+
+
+def _check_generated_dataset(cfg: DictConfig) -> None:
+    # Generating is milliseconds of pure Python, so a bad generator config fails here,
+    # not minutes later in the worker.
+    if cfg.dataset.source == "generated":
+        from r1exp.data.synthetic import generate_splits
+
+        generate_splits(OmegaConf.to_container(cfg.dataset.generator), cfg.seed)
 
 
 def _check_stage(cfg: DictConfig) -> None:
