@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from r1exp.errors import ConfigError
+from r1exp.launch import rendezvous
 
 TRAINING_STAGES = ("sft", "grpo")
 LAUNCHERS_DIR = Path(__file__).resolve().parents[2] / "launchers"
@@ -114,5 +115,19 @@ def launch_command(cfg: DictConfig, world_size: int, resolved_yaml: str) -> tupl
         "--config_file", str(LAUNCHERS_DIR / "accelerate" / f"{hw.distributed}.yaml"),
         "--num_machines", str(hw.num_nodes),
         "--num_processes", str(world_size),
+        *_rendezvous_args(hw.num_nodes),
         *worker,
     )
+
+
+def _rendezvous_args(num_nodes: int) -> tuple[str, ...]:
+    """Main node and machine rank from Slurm's environment (r1exp/launch/rendezvous.py).
+
+    Outside a Slurm allocation (a dry run on a laptop) the flags are left out; the controller
+    checks the rendezvous again before it starts anything and refuses without one.
+    """
+    try:
+        found = rendezvous.from_environment(num_nodes)
+    except ConfigError:
+        return ()
+    return found.accelerate_args() if found else ()

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from r1exp.config.plan import Plan, make_plan
 from r1exp.config.validate import validate
 from r1exp.errors import ConfigError
+from r1exp.launch import rendezvous
 from r1exp.launch.preflight import preflight
 from r1exp.launch.worker import METRICS_FILE
 
@@ -35,21 +37,27 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, Plan]:
     return typed, make_plan(typed, resolved_yaml=str(run_dir / RESOLVED_FILE))
 
 
-def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None) -> dict[str, float]:
+def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
+            parent_run_id: str | None = None) -> dict[str, float]:
     typed, plan = prepare(cfg)
     if typed.dry_run:
         print(OmegaConf.to_yaml(typed, resolve=True))
         print(plan.render())
         return {}
+    machine_rank = rendezvous.machine_rank(typed.hardware.num_nodes)  # ConfigError off-Slurm
     preflight(typed, plan)
     run_dir = Path(typed.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RESOLVED_FILE).write_text(OmegaConf.to_yaml(typed, resolve=True))
+    # Every node of a multi-node run writes the same file into the shared run dir: atomically,
+    # so no worker reads a half-written one.
+    _write_atomically(run_dir / RESOLVED_FILE, OmegaConf.to_yaml(typed, resolve=True))
+    if machine_rank != 0:
+        return _run_untracked_node(plan, typed, machine_rank)
 
     from r1exp.tracking.mlflow_run import open_run
 
     tags = {"stage": typed.stage, **(hydra_tags or {})}
-    run = open_run(typed, OmegaConf.to_container(typed), run_dir, tags)
+    run = open_run(typed, OmegaConf.to_container(typed), run_dir, tags, parent_run_id)
     status = "FAILED"
     try:
         returncode = _run_workers(plan, typed, run)
@@ -72,6 +80,21 @@ def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None) -> dict[s
             for logfile in run_dir.glob("*.log"):
                 run.log_artifacts(logfile)
             run.finish(status)
+
+
+def _run_untracked_node(plan: Plan, cfg: DictConfig, machine_rank: int) -> dict[str, float]:
+    """Nodes after the first only start their ranks: node 0 owns the MLflow run and metrics."""
+    returncode = _run_workers(plan, cfg, None)
+    if returncode != 0:
+        raise RuntimeError(f"stage '{cfg.stage}' workers of machine rank {machine_rank} exited "
+                           f"with status {returncode}")
+    return {}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _run_workers(plan: Plan, cfg: DictConfig, run) -> int:

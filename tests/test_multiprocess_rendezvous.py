@@ -1,0 +1,109 @@
+"""Multi-node rendezvous from Slurm's environment, and the launch command it produces."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+from test_config import CONF
+
+from r1exp.config.plan import make_plan
+from r1exp.config.validate import validate
+from r1exp.errors import ConfigError
+from r1exp.launch.rendezvous import MAIN_PROCESS_PORT, expand_nodelist, from_environment
+
+
+@pytest.mark.parametrize("nodelist,hosts", [
+    ("gpu07", ["gpu07"]),
+    ("gpu[07-09]", ["gpu07", "gpu08", "gpu09"]),
+    ("gpu[07-08,11],login1", ["gpu07", "gpu08", "gpu11", "login1"]),
+    ("a[8-10]", ["a8", "a9", "a10"]),
+    ("b-[1-2]-ib", ["b-1-ib", "b-2-ib"]),
+    ("r[1-2]n[01-02]", ["r1n01", "r1n02", "r2n01", "r2n02"]),
+    ("x[1],y[3-4]", ["x1", "y3", "y4"]),
+])
+def test_expand_nodelist(nodelist, hosts):
+    assert expand_nodelist(nodelist) == hosts
+
+
+@pytest.mark.skipif(shutil.which("scontrol") is None, reason="scontrol is not installed")
+@pytest.mark.parametrize("nodelist", ["gpu[07-08,11],login1", "r[1-2]n[01-02]", "a[8-10]",
+                                      "x[1],y[3-4]"])
+def test_expand_nodelist_agrees_with_scontrol(nodelist, tmp_path):
+    # `scontrol show hostnames` parses locally; it only needs some slurm.conf to start.
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=t\nSlurmctldHost=localhost\nNodeName=localhost CPUs=1\n"
+                    "PartitionName=p Nodes=localhost\n")
+    out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
+                         text=True, timeout=30, env={**os.environ, "SLURM_CONF": str(conf)})
+    assert out.returncode == 0, out.stderr
+    assert expand_nodelist(nodelist) == out.stdout.split()
+
+
+@pytest.mark.parametrize("bad", ["gpu[07-", "gpu[a-b]", "gpu]0["])
+def test_bad_nodelist_is_a_config_error(bad):
+    with pytest.raises(ConfigError, match="SLURM_JOB_NODELIST"):
+        expand_nodelist(bad)
+
+
+def test_single_node_needs_no_rendezvous():
+    assert from_environment(1, {}) is None
+
+
+def test_second_node_of_a_slurm_job():
+    env = {"SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_NODEID": "1", "SLURM_JOB_NUM_NODES": "2"}
+    found = from_environment(2, env)
+    assert (found.main_process_ip, found.machine_rank, found.num_machines) == ("gpu07", 1, 2)
+    assert found.accelerate_args() == ("--main_process_ip", "gpu07", "--main_process_port",
+                                       str(MAIN_PROCESS_PORT), "--machine_rank", "1")
+
+
+def test_procid_is_the_machine_rank_with_one_task_per_node():
+    env = {"SLURM_NODELIST": "n[1-3]", "SLURM_PROCID": "2"}
+    assert from_environment(3, env).machine_rank == 2
+
+
+def test_multi_node_outside_slurm_says_how_to_submit():
+    with pytest.raises(ConfigError, match=r"hardware.num_nodes=2 needs a Slurm allocation"):
+        from_environment(2, {})
+
+
+def test_allocation_size_must_match_the_profile():
+    env = {"SLURM_JOB_NODELIST": "gpu07", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1"}
+    with pytest.raises(ConfigError, match=r"hydra.launcher.nodes=2"):
+        from_environment(2, env)
+
+
+def _plan(overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["paths.output_dir=/tmp/r1exp-rdzv", *overrides])
+    return make_plan(validate(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))))
+
+
+def test_two_node_launch_command_names_the_main_node(monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "h100-[3-4]")
+    monkeypatch.setenv("SLURM_NODEID", "1")
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")
+    plan = _plan(["hardware=8xh100", "hardware.num_nodes=2", "stage=grpo",
+                  "train.global_batch_size=224", "grpo.num_generations=8"])
+    command = " ".join(plan.launch_command)
+    assert plan.world_size == 14  # 2 x (8 GPUs - 1 vLLM server GPU)
+    assert "--num_machines 2 --num_processes 14" in command
+    assert f"--main_process_ip h100-3 --main_process_port {MAIN_PROCESS_PORT} --machine_rank 1" \
+        in command
+
+
+def test_cpu_ddp_uses_the_ddp_launcher_without_rendezvous(monkeypatch):
+    for var in ("SLURM_JOB_NODELIST", "SLURM_NODELIST"):
+        monkeypatch.delenv(var, raising=False)
+    plan = _plan(["hardware.devices_per_node=2", "hardware.distributed=ddp",
+                  "hardware.per_device_train_batch_size=2", "train.global_batch_size=8"])
+    command = plan.launch_command
+    assert command[:2] == ("accelerate", "launch") and command[3].endswith("ddp.yaml")
+    assert "--main_process_ip" not in command and "--num_processes" in command
