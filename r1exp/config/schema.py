@@ -130,9 +130,23 @@ class GRPOConfig:
 
 
 @dataclass
+class EvalVLLMConfig:
+    tensor_parallel_size: int = MISSING
+    gpu_memory_utilization: float = MISSING
+    max_model_len: Optional[int] = MISSING
+
+
+@dataclass
+class EvalLightevalConfig:
+    command: str = MISSING
+    model_args: str = MISSING
+
+
+@dataclass
 class EvalConfig:
     benchmarks: List[str] = MISSING
     num_samples: int = MISSING
+    pass_k: List[int] = MISSING
     temperature: float = MISSING
     top_p: float = MISSING
     greedy: bool = MISSING
@@ -140,6 +154,24 @@ class EvalConfig:
     limit: Optional[int] = MISSING
     backend: str = MISSING
     prompt: str = MISSING
+    choice_prompt: str = MISSING
+    system_prompt: Optional[str] = MISSING
+    use_chat_template: bool = MISSING
+    batch_tokens: int = MISSING
+    score_timeout_s: float = MISSING
+    vllm: EvalVLLMConfig = MISSING
+    lighteval: EvalLightevalConfig = MISSING
+
+
+@dataclass
+class BenchmarkConfig(DatasetConfig):
+    """A dataset config (conf/benchmark/<name>.yaml pulls conf/dataset/<name>.yaml) plus how
+    to evaluate it."""
+
+    split: str = MISSING
+    task: str = MISSING
+    choice_columns: Optional[List[str]] = MISSING
+    id_column: Optional[str] = MISSING
 
 
 @dataclass
@@ -187,5 +219,7 @@ class RunConfig:
     sft: SFTConfig = MISSING
     grpo: GRPOConfig = MISSING
     eval: EvalConfig = MISSING
+    # Every benchmark spec, by name; eval.benchmarks and train.benchmarks choose among them.
+    benchmark: Dict[str, BenchmarkConfig] = field(default_factory=dict)
     generate: GenerateConfig = MISSING
     logger: LoggerConfig = MISSING

@@ -1,4 +1,9 @@
-"""The eval stage. Not implemented yet: it lands with the issue "Eval stage: R1 benchmarks"."""
+"""The eval stage: generate on R1 benchmarks, score with r1exp.rewards, report pass@k.
+
+`r1exp stage=eval 'eval.benchmarks=[math500,aime24]' model.path=<checkpoint dir>`; knobs in
+conf/eval/default.yaml, benchmark specs in conf/benchmark/. Outputs land in `<run dir>/eval/`
+and the MLflow run; re-running on the same run dir resumes (finished samples are kept).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,15 @@ from r1exp.errors import ConfigError
 
 
 def check(cfg) -> None:
-    raise ConfigError("stage=eval is not implemented yet (it lands with the issue \"Eval stage: R1 benchmarks\")")
+    from r1exp.eval import check as check_eval
+
+    if not cfg.eval.benchmarks:
+        raise ConfigError("eval.benchmarks=[] names no benchmark; e.g. 'eval.benchmarks=[math500]'")
+    check_eval(cfg, cfg.eval.benchmarks, "eval.benchmarks")
 
 
 def run(cfg) -> dict[str, float]:
+    from r1exp.eval import evaluate_model
+
     check(cfg)
-    return {}
+    return evaluate_model(cfg)

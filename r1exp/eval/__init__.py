@@ -1,0 +1,28 @@
+"""Evaluation: R1 benchmarks with honest pass@1, scored by the same scorer as training.
+
+`evaluate_model(cfg, model_dir, benchmarks)` is the entry point for the eval stage and for the
+training stages' `train.benchmarks`. Heavy imports happen inside it.
+"""
+
+from __future__ import annotations
+
+
+def evaluate_model(cfg, model_dir=None, benchmarks=None, out_dir=None) -> dict[str, float]:
+    from r1exp.eval.runner import evaluate_model as _evaluate
+
+    return _evaluate(cfg, model_dir, benchmarks, out_dir)
+
+
+def check(cfg, benchmarks, key: str) -> None:
+    """Cheap config checks for evaluating `benchmarks` (named at config key `key`)."""
+    from r1exp.eval.backends import PEERS, peer
+    from r1exp.eval.benchmarks import check_benchmarks
+    from r1exp.eval.runner import check_eval_settings
+
+    check_benchmarks(cfg, benchmarks, key)
+    check_eval_settings(cfg)
+    if cfg.eval.backend in PEERS:
+        peer(cfg.eval.backend).check(cfg, benchmarks)
+
+
+__all__ = ["check", "evaluate_model"]

@@ -1,0 +1,131 @@
+"""Batched generation with transformers: works on CPU and GPU, no extra dependency.
+
+Requests are sorted by prompt length (longest first, so an out-of-memory shows up at once),
+then cut into batches whose padded size, rows x (longest prompt + max_new_tokens), fits a
+token budget. Prompts are left-padded, so every row's new tokens start at the same column.
+The model's own generation_config is not used: a checkpoint's repetition_penalty or top_k
+(Qwen ships both) would silently change the R1 protocol (temperature + top_p only).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator, Sequence
+
+from r1exp.eval.backends.base import Completion, Request, Sampling
+
+log = logging.getLogger(__name__)
+
+
+def plan_batches(lengths: Sequence[int], max_new_tokens: int, batch_tokens: int,
+                 max_rows: int) -> list[list[int]]:
+    """Indices of `lengths` grouped into batches, longest prompts first.
+
+    A batch costs rows x (its longest prompt + max_new_tokens) tokens of KV cache and logits;
+    it grows while that stays within `batch_tokens` and `max_rows`. A single request larger
+    than the budget still gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = lengths[current[0]] if current else lengths[index]
+        fits = (len(current) + 1) * (longest + max_new_tokens) <= batch_tokens
+        if current and (len(current) >= max_rows or not fits):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a reply: the tokenizer's EOS and the model's configured ones."""
+    ids = set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (configured, tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(int(v) for v in value)
+    return sorted(ids)
+
+
+class TransformersGenerator:
+    def __init__(self, model, tokenizer, sampling: Sampling, *, batch_tokens: int, max_rows: int):
+        import torch
+
+        self.model, self.tokenizer, self.sampling = model, tokenizer, sampling
+        self.batch_tokens, self.max_rows = batch_tokens, max_rows
+        self.stop_ids = stop_token_ids(model, tokenizer)
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else self.stop_ids[0]
+        self.device = next(model.parameters()).device
+        torch.manual_seed(sampling.seed)
+
+    @classmethod
+    def from_config(cls, cfg, model_cfg, tokenizer, sampling: Sampling) -> "TransformersGenerator":
+        import os
+
+        from r1exp.models.loading import load_model
+
+        model = load_model(model_cfg, cfg.hardware, cfg.paths.cache_dir, training=False)
+        if cfg.hardware.accelerator == "cuda":
+            model = model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+        model.eval()
+        return cls(model, tokenizer, sampling, batch_tokens=cfg.eval.batch_tokens,
+                   max_rows=cfg.hardware.per_device_eval_batch_size)
+
+    def batches(self, requests: Sequence[Request]) -> list[list[Request]]:
+        lengths = [len(r.prompt_ids) for r in requests]
+        plan = plan_batches(lengths, self.sampling.max_new_tokens, self.batch_tokens, self.max_rows)
+        return [[requests[i] for i in batch] for batch in plan]
+
+    def generate(self, requests: Sequence[Request]) -> Iterator[list[Completion]]:
+        """Completions batch by batch, so the caller can save each batch as it finishes."""
+        for batch in self.batches(requests):
+            yield self.generate_batch(batch)
+
+    def generate_batch(self, batch: Sequence[Request]) -> list[Completion]:
+        import torch
+
+        input_ids, attention_mask = self.left_padded(batch)
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids, attention_mask=attention_mask,
+                generation_config=self.generation_config(),
+            )
+        new = output[:, input_ids.shape[1]:].tolist()
+        return [self.completion(request, tokens) for request, tokens in zip(batch, new)]
+
+    def left_padded(self, batch: Sequence[Request]):
+        import torch
+
+        width = max(len(r.prompt_ids) for r in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, request in enumerate(batch):
+            n = len(request.prompt_ids)
+            ids[row, width - n:] = torch.tensor(request.prompt_ids, dtype=torch.long)
+            mask[row, width - n:] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def generation_config(self):
+        from transformers import GenerationConfig
+
+        s = self.sampling
+        sampled = {} if s.greedy else dict(temperature=s.temperature, top_p=s.top_p, top_k=0)
+        return GenerationConfig(
+            max_new_tokens=s.max_new_tokens, do_sample=not s.greedy, eos_token_id=self.stop_ids,
+            pad_token_id=self.pad_id, **sampled,
+        )
+
+    def completion(self, request: Request, tokens: list[int]) -> Completion:
+        stops = [i for i, t in enumerate(tokens) if t in self.stop_ids]
+        end = stops[0] if stops else len(tokens)
+        text = self.tokenizer.decode(tokens[:end], skip_special_tokens=True)
+        return Completion(request, text, end + 1 if stops else end, bool(stops))
+
+    def close(self) -> None:
+        self.model = None

@@ -1,0 +1,98 @@
+"""Benchmarks: the `benchmark.<name>` specs of the config turned into problems with prompts.
+
+A spec is a dataset config (conf/benchmark/<name>.yaml pulls conf/dataset/<name>.yaml) plus
+`split`, `task` (math | choice), `choice_columns` and `id_column`; `eval.benchmarks` and
+`train.benchmarks` choose specs by name. Loading goes through r1exp.data.loading, so a hub id,
+its offline fallback and a local file all work the same way.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from r1exp.errors import ConfigError
+
+TASKS = ("math", "choice")
+CHOICE_LETTERS = string.ascii_uppercase
+
+
+@dataclass(frozen=True)
+class Problem:
+    benchmark: str
+    id: str
+    messages: tuple[dict[str, str], ...]  # the chat prompt (system message first, if any)
+    gold: str  # a math answer, or the correct letter for a choice task
+
+
+def check_benchmarks(cfg, names, key: str) -> None:
+    """Cheap checks of the benchmarks named at config key `key` (no dataset is read)."""
+    known = dict(cfg.get("benchmark") or {})
+    for name in names:
+        if name not in known:
+            raise ConfigError(
+                f"{key} names unknown benchmark {name!r}; choose from: {', '.join(sorted(known))} "
+                "(a new one is a file conf/benchmark/<name>.yaml added to the `benchmark` list)"
+            )
+        spec = known[name]
+        if spec.task not in TASKS:
+            raise ConfigError(f"benchmark.{name}.task={spec.task!r}; choose one of: {', '.join(TASKS)}")
+        if spec.task == "choice" and not spec.choice_columns:
+            raise ConfigError(f"benchmark.{name}.task=choice needs benchmark.{name}.choice_columns "
+                              "(the correct option's column first)")
+        if spec.source == "local" and not Path(str(spec.path)).exists():
+            raise ConfigError(f"benchmark.{name}.path={spec.path!r} does not exist "
+                              f"(benchmark.{name}.source=local reads a local file)")
+
+
+def load_problems(cfg, name: str) -> list[Problem]:
+    """The first `eval.limit` problems of benchmark `name`, with their prompts and golds."""
+    from r1exp.data.loading import load_split, require_columns
+
+    spec = cfg.benchmark[name]
+    rows = load_split(spec, spec.split, seed=cfg.seed)
+    needed = [spec.prompt_column, *(spec.choice_columns or [spec.answer_column])]
+    require_columns(rows, needed, f"benchmark.{name}")
+    limit = cfg.eval.limit
+    if limit is not None:
+        rows = rows.select(range(min(limit, len(rows))))
+    ids = _problem_ids(rows, spec)
+    return [_problem(cfg, name, spec, problem_id, row) for problem_id, row in zip(ids, rows)]
+
+
+def _problem_ids(rows, spec) -> list[str]:
+    if spec.id_column and spec.id_column in rows.column_names:
+        ids = [str(v) for v in rows[spec.id_column]]
+        if len(set(ids)) == len(ids):
+            return ids
+    return [str(i) for i in range(len(rows))]
+
+
+def _problem(cfg, name: str, spec, problem_id: str, row: dict) -> Problem:
+    question = str(row[spec.prompt_column]).strip()
+    if spec.task == "choice":
+        text, gold = choice_prompt(question, [str(row[c]) for c in spec.choice_columns],
+                                   cfg.eval.choice_prompt, seed=f"{cfg.seed}:{name}:{problem_id}")
+    else:
+        text, gold = f"{question}\n{cfg.eval.prompt}", str(row[spec.answer_column])
+    messages = []
+    if cfg.eval.system_prompt:
+        messages.append({"role": "system", "content": cfg.eval.system_prompt})
+    messages.append({"role": "user", "content": text})
+    return Problem(name, problem_id, tuple(messages), gold)
+
+
+def choice_prompt(question: str, options: list[str], instruction: str, *, seed: str) -> tuple[str, str]:
+    """The question with its options in a per-problem shuffled order, and the gold letter.
+
+    `options[0]` is the correct one. The order depends only on `seed` (run seed, benchmark and
+    problem id), so every sample, every resume and every backend sees the same letters; a
+    global `random` (as lighteval's GPQA task uses) would move the gold between runs.
+    """
+    order = list(range(len(options)))
+    random.Random(seed).shuffle(order)
+    lines = [instruction, "", question, ""]
+    lines += [f"{CHOICE_LETTERS[i]}) {options[j].strip()}" for i, j in enumerate(order)]
+    return "\n".join(lines), CHOICE_LETTERS[order.index(0)]

@@ -1,0 +1,242 @@
+"""Evaluate one model on benchmarks: prompts -> backend -> r1exp's scorer -> outputs + MLflow.
+
+Used by the eval stage and, through `evaluate_model`, by the training stages for
+`train.benchmarks`. Several worker processes (the hardware profile's data parallel) each take
+every world_size-th problem, write their own samples file, and rank 0 aggregates once all
+ranks have left their marker file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from r1exp.eval import outputs
+from r1exp.eval.backends import GENERATORS, PEERS, load, peer
+from r1exp.eval.backends.base import Request, Sampling
+from r1exp.eval.benchmarks import Problem, check_benchmarks, load_problems
+from r1exp.eval.passk import k_values, summarize
+from r1exp.errors import ConfigError
+
+log = logging.getLogger(__name__)
+BARRIER_POLL_S = 2.0
+
+
+def evaluate_model(cfg, model_dir: str | None = None, benchmarks=None,
+                   out_dir: str | Path | None = None) -> dict[str, float]:
+    """Evaluate `model_dir` (default: cfg.model) on `benchmarks` (default: eval.benchmarks).
+
+    Writes `<out_dir>/results.json` and `<out_dir>/<benchmark>/samples.jsonl` (default
+    out_dir: `<run dir>/eval`), prints a table, logs `eval/<benchmark>/<metric>` and the files
+    to the run's MLflow run, and returns the metrics. Re-running on the same out_dir
+    generates only the samples that are missing.
+    """
+    names = list(cfg.eval.benchmarks if benchmarks is None else benchmarks)
+    check_benchmarks(cfg, names, "eval.benchmarks" if benchmarks is None else "train.benchmarks")
+    out = Path(out_dir) if out_dir is not None else Path(cfg.paths.output_dir) / outputs.EVAL_DIR
+    model_cfg = cfg.model if model_dir is None else OmegaConf.merge(cfg.model, {"path": str(model_dir)})
+    rank, world_size = _rank()
+    run = _tracked_run() if rank == 0 else None
+    if cfg.eval.backend in PEERS:
+        results = peer(cfg.eval.backend).evaluate(cfg, model_cfg, names, out)
+        if run is not None:
+            run.log_metrics(outputs.mlflow_metrics(results))
+    else:
+        results = _generate_and_score(cfg, model_cfg, names, out, rank, world_size, run)
+    if rank != 0:
+        return {}
+    outputs.write_results(out, results)
+    print(outputs.format_table(results), flush=True)
+    if run is not None:
+        run.log_artifacts(out, outputs.EVAL_DIR)
+    return outputs.mlflow_metrics(results)
+
+
+def _generate_and_score(cfg, model_cfg, names, out: Path, rank: int, world_size: int, run) -> dict:
+    from r1exp.models.loading import load_tokenizer, resolve_model_dir
+    from r1exp.rewards import start_scoring_workers
+
+    start_scoring_workers()  # fork the scorers before the model makes this process big
+    tokenizer = load_tokenizer(model_cfg, cfg.paths.cache_dir)
+    sampling = Sampling.from_eval(cfg.eval, cfg.seed + rank)
+    generator = load(GENERATORS[cfg.eval.backend]).from_config(cfg, model_cfg, tokenizer, sampling)
+    model_source = resolve_model_dir(model_cfg, cfg.paths.cache_dir)
+    results = {
+        "model": model_source, "backend": cfg.eval.backend, "num_samples": cfg.eval.num_samples,
+        "sampling": {**asdict(Sampling.from_eval(cfg.eval, cfg.seed))}, "benchmarks": {},
+    }
+    try:
+        for name in names:
+            bench_dir = out / name
+            problems = load_problems(cfg, name)
+            config_hash = outputs.fingerprint(_settings(cfg, model_source, name))
+            started = time.perf_counter()
+            stats = _generate_share(cfg, generator, tokenizer, problems[rank::world_size],
+                                    bench_dir, config_hash, rank, world_size)
+            stats["seconds"] = time.perf_counter() - started
+            if rank != 0:
+                _leave_marker(bench_dir, rank, stats)
+                continue
+            stats = _wait_for_ranks(bench_dir, world_size, stats)
+            records = outputs.read_samples(bench_dir, config_hash)
+            results["benchmarks"][name] = _summary(cfg, problems, records, stats)
+            if run is not None:
+                run.log_metrics(outputs.mlflow_metrics({"benchmarks": {name: results["benchmarks"][name]}}))
+    finally:
+        generator.close()
+    return results
+
+
+def _settings(cfg, model_source: str, name: str) -> dict:
+    """Everything a sample depends on; `limit` and `num_samples` are not (more reuse more)."""
+    e = cfg.eval
+    return {
+        "model": model_source, "revision": cfg.model.revision, "seed": cfg.seed,
+        "benchmark": OmegaConf.to_container(cfg.benchmark[name], resolve=True),
+        "prompt": e.prompt, "choice_prompt": e.choice_prompt, "system_prompt": e.system_prompt,
+        "use_chat_template": e.use_chat_template, "greedy": e.greedy,
+        "temperature": e.temperature, "top_p": e.top_p, "max_new_tokens": e.max_new_tokens,
+    }
+
+
+def _generate_share(cfg, generator, tokenizer, problems: list[Problem], bench_dir: Path,
+                    config_hash: str, rank: int, world_size: int) -> dict:
+    """Generate and score the missing samples of this rank's problems, saving each batch."""
+    from r1exp.rewards import grade_math
+
+    done = {(r["problem_id"], r["sample"]) for r in outputs.read_samples(bench_dir, config_hash)}
+    by_id = {p.id: p for p in problems}
+    requests = []
+    for problem in problems:
+        missing = [s for s in range(cfg.eval.num_samples) if (problem.id, s) not in done]
+        if missing:
+            ids = tuple(prompt_ids(tokenizer, problem, cfg.eval.use_chat_template))
+            requests += [Request((problem.id, s), ids) for s in missing]
+    skipped = len(problems) * cfg.eval.num_samples - len(requests)
+    log.info("%s: %d problems, %d samples to generate (%d already done)",
+             bench_dir.name, len(problems), len(requests), skipped)
+    new_tokens = 0
+    with outputs.SampleLog(outputs.samples_path(bench_dir, rank, world_size)) as sample_log:
+        for batch in generator.generate(requests):
+            golds = [by_id[c.request.key[0]].gold for c in batch]
+            grades = grade_math([c.text for c in batch], golds, timeout_s=cfg.eval.score_timeout_s)
+            sample_log.write(_record(c, gold, grade, config_hash)
+                             for c, gold, grade in zip(batch, golds, grades))
+            new_tokens += sum(c.new_tokens for c in batch)
+            log.info("%s: %d new tokens so far", bench_dir.name, new_tokens)
+    return {"new_samples": len(requests), "new_tokens": new_tokens}
+
+
+def prompt_ids(tokenizer, problem: Problem, use_chat_template: bool) -> list[int]:
+    """The prompt as the model sees it: chat template with the assistant turn opened."""
+    if use_chat_template and tokenizer.chat_template:
+        text = tokenizer.apply_chat_template(list(problem.messages), tokenize=False,
+                                             add_generation_prompt=True)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    text = "\n\n".join(m["content"] for m in problem.messages)
+    return tokenizer(text)["input_ids"]
+
+
+def _record(completion, gold: str, grade, config_hash: str) -> dict:
+    problem_id, sample = completion.request.key
+    return {
+        "problem_id": problem_id, "sample": sample, "completion": completion.text,
+        "extracted": grade.extracted, "gold": gold, "score": grade.score,
+        "status": grade.status, "new_tokens": completion.new_tokens,
+        "stopped": completion.stopped, "config": config_hash,
+    }
+
+
+def _summary(cfg, problems: list[Problem], records: list[dict], stats: dict) -> dict:
+    k = cfg.eval.num_samples
+    found = {(r["problem_id"], r["sample"]): r for r in records}
+    missing = [(p.id, s) for p in problems for s in range(k) if (p.id, s) not in found]
+    if missing:
+        raise RuntimeError(f"{len(missing)} samples missing after generation, e.g. {missing[:3]}")
+    chosen = [[found[(p.id, s)] for s in range(k)] for p in problems]
+    flat = [r for rows in chosen for r in rows]
+    seconds = stats["seconds"]
+    summary = summarize([[r["score"] for r in rows] for rows in chosen],
+                        k_values(k, cfg.eval.pass_k))
+    statuses = defaultdict(int)
+    for r in flat:
+        statuses[r["status"]] += 1
+    return {
+        "n_problems": len(problems), "k": k, **summary,
+        "tokens_generated": sum(r["new_tokens"] for r in flat),
+        "mean_new_tokens": sum(r["new_tokens"] for r in flat) / len(flat),
+        "truncated_fraction": sum(not r["stopped"] for r in flat) / len(flat),
+        "score_errors": statuses["timeout"] + statuses["error"],
+        "gold_unparsed": statuses["gold_unparsed"],
+        "samples_generated": stats["new_samples"],
+        "wall_time_s": seconds,
+        "tokens_per_s": stats["new_tokens"] / seconds if seconds > 0 else 0.0,
+        "problems_per_s": stats["new_samples"] / k / seconds if seconds > 0 else 0.0,
+    }
+
+
+def _rank() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _tracked_run():
+    from r1exp.tracking.callback import attached_run
+
+    return attached_run()
+
+
+def _marker(bench_dir: Path, rank: int) -> Path:
+    return bench_dir / f"done.rank{rank}.json"
+
+
+def _leave_marker(bench_dir: Path, rank: int, stats: dict) -> None:
+    # The launcher's pid tells this launch's markers from those of an interrupted one.
+    _marker(bench_dir, rank).write_text(json.dumps({**stats, "launch": os.getppid()}))
+
+
+def _wait_for_ranks(bench_dir: Path, world_size: int, stats: dict) -> dict:
+    """Rank 0: wait until every other rank of this launch has finished; add up their work."""
+    total = dict(stats)
+    for rank in range(1, world_size):
+        while True:
+            try:
+                theirs = json.loads(_marker(bench_dir, rank).read_text())
+            except (OSError, json.JSONDecodeError):
+                theirs = None
+            if theirs is not None and theirs.get("launch") == os.getppid():
+                break
+            time.sleep(BARRIER_POLL_S)
+        total["new_samples"] += theirs["new_samples"]
+        total["new_tokens"] += theirs["new_tokens"]
+    return total
+
+
+def check_eval_settings(cfg) -> None:
+    """Cheap checks of the eval knobs shared by the eval stage and train.benchmarks."""
+    e = cfg.eval
+    if e.num_samples < 1:
+        raise ConfigError(f"eval.num_samples={e.num_samples} must be >= 1")
+    if e.greedy and e.num_samples != 1:
+        raise ConfigError(f"eval.greedy=true with eval.num_samples={e.num_samples}: greedy "
+                          "samples are identical; use eval.num_samples=1 or eval.greedy=false")
+    bad = [k for k in e.pass_k if not 1 <= k <= e.num_samples]
+    if bad:
+        raise ConfigError(f"eval.pass_k={list(e.pass_k)}: each k must be in 1..eval.num_samples "
+                          f"({e.num_samples}); {bad} is not")
+    for key in ("max_new_tokens", "batch_tokens"):
+        if e[key] < 1:
+            raise ConfigError(f"eval.{key}={e[key]} must be >= 1")
+    if e.limit is not None and e.limit < 1:
+        raise ConfigError(f"eval.limit={e.limit} must be >= 1 or null (all problems)")
+    if not (0.0 < e.top_p <= 1.0) or e.temperature < 0:
+        raise ConfigError(f"eval.top_p={e.top_p} must be in (0, 1] and eval.temperature="
+                          f"{e.temperature} >= 0")
+    if e.backend == "vllm" and e.vllm.tensor_parallel_size < 1:
+        raise ConfigError(f"eval.vllm.tensor_parallel_size={e.vllm.tensor_parallel_size} must be >= 1")

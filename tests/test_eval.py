@@ -1,0 +1,192 @@
+"""Eval stage pieces that need no model: pass@k, batching, choice prompts, config, outputs, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from r1exp.errors import ConfigError
+from r1exp.eval import outputs
+from r1exp.eval.backends.base import Completion
+from r1exp.eval.backends.hf import plan_batches
+from r1exp.eval.benchmarks import choice_prompt
+from r1exp.eval.passk import pass_at_k, summarize
+from r1exp.launch.controller import prepare
+
+from test_config import composed
+
+
+@pytest.mark.parametrize("n,c,k,expected", [
+    (5, 2, 1, 2 / 5),
+    (5, 2, 2, 1 - 3 / 10),           # 1 - C(3,2)/C(5,2)
+    (10, 3, 5, 1 - 21 / 252),        # 1 - C(7,5)/C(10,5)
+    (4, 0, 2, 0.0),
+    (4, 3, 2, 1.0),                  # fewer wrong samples than k: always a correct one
+    (64, 1, 1, 1 / 64),
+    (64, 64, 64, 1.0),
+])
+def test_pass_at_k_matches_hand_computed_values(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_rejects_impossible_counts():
+    with pytest.raises(ValueError):
+        pass_at_k(4, 5, 1)
+    with pytest.raises(ValueError):
+        pass_at_k(4, 1, 5)
+
+
+def test_summary_is_mean_over_samples_with_stderr_over_problems():
+    out = summarize([[1, 0], [1, 1], [0, 0]], [1, 2])
+    assert out["pass@1"] == pytest.approx(0.5)
+    assert out["pass@2"] == pytest.approx((1 + 1 + 0) / 3)
+    # per-problem means 0.5, 1, 0: sample variance 0.25, stderr sqrt(0.25 / 3)
+    assert out["stderr"] == pytest.approx(math.sqrt(0.25 / 3))
+
+
+def test_batches_cover_every_request_within_the_token_budget():
+    lengths = [5, 50, 7, 30, 30, 2, 90, 11]
+    batches = plan_batches(lengths, max_new_tokens=10, batch_tokens=200, max_rows=3)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert [lengths[b[0]] for b in batches] == sorted((lengths[b[0]] for b in batches), reverse=True)
+    for batch in batches:
+        assert len(batch) <= 3
+        longest = max(lengths[i] for i in batch)
+        assert len(batch) == 1 or len(batch) * (longest + 10) <= 200
+
+
+def test_choice_order_is_fixed_per_problem_and_varies_across_problems():
+    options = ["right", "wrong1", "wrong2", "wrong3"]
+    text, gold = choice_prompt("Q?", options, "Pick one.", seed="42:gpqa:7")
+    assert (text, gold) == choice_prompt("Q?", options, "Pick one.", seed="42:gpqa:7")
+    assert f"{gold}) right" in text and text.startswith("Pick one.")
+    golds = {choice_prompt("Q?", options, "", seed=f"42:gpqa:{i}")[1] for i in range(40)}
+    assert golds == {"A", "B", "C", "D"}
+
+
+def eval_cfg(tmp_path, *overrides):
+    cfg, _ = prepare(composed(["stage=eval", "logger=none", *overrides], tmp_path))
+    return cfg
+
+
+def test_unknown_benchmark_lists_the_valid_names(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        eval_cfg(tmp_path, "eval.benchmarks=[math500,mmlu]")
+    message = str(err.value)
+    assert "eval.benchmarks" in message and "'mmlu'" in message
+    assert all(name in message for name in ("math500", "aime24", "gsm8k", "gpqa-diamond"))
+
+
+def test_missing_local_benchmark_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="benchmark.gsm8k.path"):
+        eval_cfg(tmp_path, "eval.benchmarks=[gsm8k]", "benchmark.gsm8k.source=local",
+                 f"benchmark.gsm8k.path={tmp_path}/missing.jsonl")
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["eval.greedy=true", "eval.num_samples=4"], "eval.greedy"),
+    (["eval.num_samples=2", "eval.pass_k=[4]"], "eval.pass_k"),
+    (["eval.benchmarks=[]"], "eval.benchmarks"),
+    (["eval.backend=onnx"], "eval.backend"),
+])
+def test_bad_eval_settings_name_the_key(tmp_path, overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        eval_cfg(tmp_path, *overrides)
+
+
+def test_benchmark_specs_reuse_the_dataset_configs(tmp_path):
+    cfg = eval_cfg(tmp_path)
+    assert cfg.benchmark.math500.path == "HuggingFaceH4/MATH-500"
+    assert cfg.benchmark.math500.offline_path.endswith("math500.jsonl")
+    assert cfg.benchmark.gsm8k.split == "test"
+    assert cfg.benchmark["gpqa-diamond"].task == "choice"
+
+
+def test_read_samples_skips_a_cut_line_and_other_settings(tmp_path):
+    lines = [json.dumps({"problem_id": "0", "sample": 0, "config": "a"}),
+             json.dumps({"problem_id": "1", "sample": 0, "config": "b"}),
+             '{"problem_id": "2", "sam']
+    (tmp_path / "samples.jsonl").write_text("\n".join(lines))
+    records = outputs.read_samples(tmp_path, "a")
+    assert [(r["problem_id"], r["sample"]) for r in records] == [("0", 0)]
+
+
+def test_table_shows_the_numbers_of_the_results_json():
+    bench = {"n_problems": 20, "k": 4, "pass@1": 0.1234, "pass@4": 0.5, "stderr": 0.01,
+             "tokens_generated": 800, "wall_time_s": 12.5, "tokens_per_s": 64.0}
+    table = outputs.format_table({"benchmarks": {"gsm8k": bench}})
+    row = table.splitlines()[2].split()
+    assert row == ["gsm8k", "20", "4", "0.1234", "0.0100", "0.5000", "800", "12.5", "64.0"]
+    assert outputs.mlflow_metrics({"benchmarks": {"gsm8k": bench}})["eval/gsm8k/pass@1"] == 0.1234
+
+
+class FakeTokenizer:
+    chat_template = None
+    eos_token_id = 0
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [1] * (len(text) % 7 + 1)}
+
+
+class EchoGenerator:
+    """Answers every problem with the gold (problem ids are row numbers); counts requests."""
+
+    generated: list = []
+
+    def __init__(self, golds):
+        self.golds = golds
+
+    @classmethod
+    def from_config(cls, cfg, model_cfg, tokenizer, sampling):
+        rows = [json.loads(line) for line in Path(cfg.benchmark.gsm8k.path).read_text().splitlines()]
+        return cls([row["answer"] for row in rows])
+
+    def generate(self, requests):
+        for request in requests:
+            EchoGenerator.generated.append(request.key)
+            gold = self.golds[int(request.key[0])]
+            yield [Completion(request, f"so \\boxed{{{gold}}}", 5, True)]
+
+    def close(self):
+        pass
+
+
+def test_an_interrupted_eval_resumes_without_regenerating(tmp_path, monkeypatch, shared_data):
+    import r1exp.eval.runner as runner
+    import r1exp.models.loading as loading
+
+    rows = (shared_data / "gsm8k_test.jsonl").read_text().splitlines()[:5]
+    local = tmp_path / "gsm8k5.jsonl"
+    local.write_text("\n".join(rows) + "\n")
+    monkeypatch.setattr(loading, "load_tokenizer", lambda *a, **k: FakeTokenizer())
+    monkeypatch.setattr(loading, "resolve_model_dir", lambda *a, **k: "fake-model")
+    monkeypatch.setattr(runner, "load", lambda target: EchoGenerator)
+    cfg = eval_cfg(tmp_path, "eval.benchmarks=[gsm8k]", "eval.num_samples=2",
+                   "benchmark.gsm8k.source=local", f"benchmark.gsm8k.path={local}")
+
+    EchoGenerator.generated = []
+    first = runner.evaluate_model(cfg)
+    assert len(EchoGenerator.generated) == 10 and first["eval/gsm8k/pass@1"] == 1.0
+
+    # Simulate a kill: the last 3 samples never got written and the one before was cut short.
+    samples = tmp_path / "eval" / "gsm8k" / "samples.jsonl"
+    kept = samples.read_text().splitlines()[:6]
+    samples.write_text("\n".join(kept) + "\n" + kept[-1][:20])
+    (tmp_path / "eval" / "results.json").unlink()
+
+    EchoGenerator.generated = []
+    second = runner.evaluate_model(cfg)
+    finished = {(json.loads(line)["problem_id"], json.loads(line)["sample"]) for line in kept}
+    assert len(EchoGenerator.generated) == 4
+    assert not finished & set(EchoGenerator.generated)
+    assert second["eval/gsm8k/pass@1"] == 1.0 and second["eval/gsm8k/samples_generated"] == 4
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["benchmarks"]["gsm8k"]["n_problems"] == 5
+
+    EchoGenerator.generated = []
+    runner.evaluate_model(cfg)  # everything done: nothing to generate
+    assert EchoGenerator.generated == []
