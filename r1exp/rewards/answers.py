@@ -116,8 +116,10 @@ def gold_answer(gold: str) -> str:
 
 
 def integer_value(text: str) -> int | None:
-    """`1,450,000` / `025` / `-3` as an int; None for anything that is not a plain integer."""
+    """`1,450,000` / `025` / `(073)` / `-3` as an int; None for anything else."""
     text = text.strip()
+    if text.startswith("(") and text.endswith(")"):
+        text = text[1:-1].strip()
     if not _INTEGER.fullmatch(text):
         return None
     return int(text.replace(",", "").replace("\u2212", "-"))

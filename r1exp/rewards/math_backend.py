@@ -17,14 +17,33 @@ from functools import lru_cache
 BOXED = "boxed"  # payload: the content of the final \boxed{} or `####` answer
 TEXT = "text"  # payload: the tail of a completion with no marked final answer
 
-GOLD_CACHE_SIZE = 8192
+PARSE_CACHE_SIZE = 8192
+
+
+# Typical answer shapes, parsed once per worker before it takes real items. The LaTeX parser
+# (ANTLR) builds its prediction tables lazily: cold, a worker spends several times longer per
+# item, and an unlucky first item can run into the time limit. Costs ~2 s of CPU per worker.
+WARM_UP_ANSWERS = (
+    r"7", r"-12", r"3.25", r"\frac{1}{2}", r"-\frac{7}{3}", r"\dfrac{5}{8}", r"\frac43",
+    r"\sqrt{2}", r"3\sqrt{5}", r"\frac{\sqrt{3}}{2}", r"2+\sqrt{3}", r"\sqrt[3]{4}", r"11\sqrt2",
+    r"\pi", r"\frac{3\pi}{4}", r"e^{2}", r"\ln 2", r"\log_2 8", r"x^2+3x-4", r"(x-1)(x+2)",
+    r"\frac{x+1}{x-1}", r"a^2b", r"y=2x+3", r"x=5", r"(3,-2)", r"\left( 1, \frac{\pi}{3} \right)",
+    r"\{1,2,3\}", r"1, 2, 3", r"[2,5)", r"(-\infty,-1)\cup(2,\infty)", r"-2<x<3", r"x \le 4",
+    r"\begin{pmatrix} 1 \\ -2 \end{pmatrix}", r"3+4i", r"45^\circ", r"\text{Monday}",
+    r"\text{(B)}", r"12\text{ cm}", r"5\%", r"\$1.50", r"10,000", r"\binom{5}{2}", r"5!",
+    r"\cos\theta", r"|x-3|", r"2^{10}", r"6.02\times10^{23}", r"0.\overline{3}", r"\infty",
+    r"\frac{n(n+1)}{2}",
+)
 
 
 def warm_up() -> None:
-    """Import math-verify and compile its regexes before the first real task is timed."""
+    """Import math-verify and prime its parser before the first real item is timed."""
     # math-verify warns that its own timeouts are off; in a killable worker that is the design.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    grade((BOXED, "1", "1"))
+    for answer in WARM_UP_ANSWERS:
+        _parse_boxed(answer)
+    grade((BOXED, r"\frac{2}{4}", "0.5"))
+    _parse_boxed.cache_clear()
 
 
 def grade(task: tuple[str, str, str]) -> tuple[float, str | None, bool]:
@@ -32,13 +51,11 @@ def grade(task: tuple[str, str, str]) -> tuple[float, str | None, bool]:
     from math_verify import parse, verify
 
     kind, payload, gold = task
-    gold_parsed = _parse_gold(gold)
-    if gold_parsed is None:
+    gold_parsed = _parse_boxed(gold)
+    if all(isinstance(item, str) for item in gold_parsed):  # no mathematical object in it
         return 0.0, None, False
     if kind == BOXED:
-        predicted = parse(
-            f"\\boxed{{{payload}}}", _config(), extraction_mode="first_match", parsing_timeout=None
-        )
+        predicted = _parse_boxed(payload)
     else:
         predicted = parse(payload, _config(), parsing_timeout=None)
     extracted = _display(predicted)
@@ -47,15 +64,15 @@ def grade(task: tuple[str, str, str]) -> tuple[float, str | None, bool]:
     return float(verify(gold_parsed, predicted, timeout_seconds=None)), extracted, True
 
 
-@lru_cache(maxsize=GOLD_CACHE_SIZE)
-def _parse_gold(gold: str):
-    """math-verify's parse of a gold answer, or None when it yields no mathematical object."""
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _parse_boxed(answer: str) -> list:
+    """math-verify's parse of one answer, cached: golds repeat across a group's completions,
+    and so do common answers ("\\boxed{2}"), whether they are golds or predictions."""
     from math_verify import parse
 
-    parsed = parse(
-        f"\\boxed{{{gold}}}", _config(), extraction_mode="first_match", parsing_timeout=None
+    return parse(
+        f"\\boxed{{{answer}}}", _config(), extraction_mode="first_match", parsing_timeout=None
     )
-    return parsed if any(not isinstance(item, str) for item in parsed) else None
 
 
 def _display(parsed: list) -> str | None:

@@ -186,6 +186,7 @@ def worker_count() -> int:
     return max(1, min(MAX_WORKERS, cores // max(1, ranks_here)))
 
 
-def start_scoring_workers() -> None:
-    """Start the workers now and wait for them (they start on first use otherwise)."""
-    _scoring_pool().start()
+def start_scoring_workers(wait: bool = True) -> None:
+    """Start the workers now (they start on first use otherwise). With wait=False they warm up
+    in the background, e.g. while the model loads, so the first reward call does not wait."""
+    _scoring_pool().start(wait)

@@ -79,11 +79,11 @@ class TimedPool:
                 self._workers, self._owner_pid = [], os.getpid()
             return self._map(items, timeout_s)
 
-    def start(self) -> None:
-        """Start every worker and wait until each is ready (or the pool is found broken)."""
+    def start(self, wait: bool = True) -> None:
+        """Start every worker; with `wait`, until each is ready (or the pool is found broken)."""
         with self._lock:
             self._fill()
-            while not self.broken and not all(w.ready for w in self._workers):
+            while wait and not self.broken and not all(w.ready for w in self._workers):
                 self._wait_for_news(timeout_s=math.inf)
                 self._collect([], deque())
                 self._enforce_deadlines([], deque(), timeout_s=math.inf)
