@@ -101,6 +101,10 @@ def test_grade_math_reports_the_extracted_answer():
     assert all(isinstance(r, MathScore) and r.status == "ok" for r in results)
 
 
+def test_numeric_gold_columns_are_read_as_numbers():
+    assert [r.score for r in grade_math([r"\boxed{12}", r"\boxed{2.5}"], [12, 2.5])] == [1.0, 1.0]
+
+
 def test_chat_messages_are_scored_by_their_last_message():
     completion = [{"role": "assistant", "content": r"It is \boxed{7}."}]
     assert grade_math([completion], ["7"])[0].score == 1.0

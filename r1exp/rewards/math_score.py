@@ -80,6 +80,8 @@ def grade_math(
 
 def _prepare(text: str, gold) -> MathScore | tuple[str, str, str]:
     """A MathScore when the answer is decided without math-verify, else a worker task."""
+    if isinstance(gold, (int, float)) and not isinstance(gold, bool):  # a numeric column
+        gold = str(gold)
     gold = answers.gold_answer(gold) if isinstance(gold, str) else ""
     if not gold:
         return MathScore(0.0, None, GOLD_UNPARSED)
