@@ -74,10 +74,10 @@ def test_a_worker_that_dies_is_replaced():
     pool = TimedPool(os._exit, None, workers=1)
     try:
         outcomes = pool.map([3, 3], timeout_s=5.0)
+        assert pool.restarts == 2 and pool.broken is None
     finally:
         pool.close()
     assert [(o.status, o.value) for o in outcomes] == [("error", "scoring worker died")] * 2
-    assert pool.restarts == 2 and pool.broken is None
 
 
 def test_workers_that_cannot_start_break_the_pool_instead_of_looping(monkeypatch):
@@ -110,6 +110,7 @@ def test_close_stops_every_worker(sleep_pool):
     assert len(pids) == 2
     sleep_pool.close()
     assert wait_until_dead(pids, seconds=5) == []
+    assert [o.status for o in sleep_pool.map([0.01], timeout_s=1.0)] == ["error"]  # no restart
 
 
 def test_a_scoring_process_exits_promptly_and_leaves_no_workers():

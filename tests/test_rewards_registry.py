@@ -102,6 +102,7 @@ def entry(name: str, **changes) -> dict:
         ({"format": None}, r"reward\.format: expected a mapping"),
         (["accuracy", "format"], r"reward: expected a mapping"),
         (entry("repetition_penalty", max_penalty=0.5), r"should not be positive"),
+        (entry("length", timeout_s=0), r"reward\.length\.timeout_s: must be > 0"),
     ],
 )
 def test_bad_configs_are_config_errors_naming_the_key(config, message):

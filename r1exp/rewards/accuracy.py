@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from r1exp.rewards.correctness import graded
+from r1exp.rewards.correctness import check_timeout, graded
 from r1exp.rewards.math_score import GOLD_UNPARSED
 from r1exp.rewards.registry import RewardFn, register
 
 
 @register("accuracy")
 def accuracy(*, gold_column: str, timeout_s: float) -> RewardFn:
+    check_timeout("accuracy", timeout_s)
+
     def reward(completions, **columns) -> list[float | None]:
         results = graded("accuracy", completions, columns, gold_column, timeout_s)
         # None (TRL: NaN, left out of the mean) when the gold cannot be parsed: no signal.

@@ -18,6 +18,11 @@ TRL_EXTRA_KWARGS = {"prompts", "completion_ids", "trainer_state", "log_extra", "
 TROUBLE = {TIMEOUT: "timeouts", ERROR: "errors", GOLD_UNPARSED: "gold_unparsed"}
 
 
+def check_timeout(reward: str, timeout_s: float) -> None:
+    if not timeout_s > 0:
+        raise ConfigError(f"reward.{reward}.timeout_s: must be > 0 seconds, got {timeout_s}")
+
+
 def graded(
     reward: str, completions: Sequence, columns: dict, gold_column: str, timeout_s: float
 ) -> list[MathScore]:

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from r1exp.errors import ConfigError
 from r1exp.rewards.answers import completion_text
-from r1exp.rewards.correctness import graded
+from r1exp.rewards.correctness import check_timeout, graded
 from r1exp.rewards.math_score import GOLD_UNPARSED
 from r1exp.rewards.registry import RewardFn, register
 
@@ -45,6 +45,7 @@ def cosine(
     """
     if max_len < 1:
         raise ConfigError(f"reward.cosine.max_len: must be >= 1, got {max_len}")
+    check_timeout("cosine", timeout_s)
 
     def reward(completions, completion_ids=None, **columns) -> list[float | None]:
         results = graded("cosine", completions, columns, gold_column, timeout_s)
@@ -72,6 +73,7 @@ def length(*, gold_column: str, timeout_s: float) -> RewardFn:
     Groups are the completions of the same prompt (Kimi's definition); open-r1 compares the
     lengths across the whole batch, mixing easy and hard prompts.
     """
+    check_timeout("length", timeout_s)
 
     def reward(completions, completion_ids=None, prompts=None, **columns) -> list[float | None]:
         results = graded("length", completions, columns, gold_column, timeout_s)

@@ -90,19 +90,22 @@ class TimedPool:
                 self._fill()
 
     def close(self) -> None:
-        """Stop every worker; never blocks for long (used at interpreter exit)."""
+        """Stop every worker within about a second (used at interpreter exit); later calls to
+        `map` report errors instead of starting new workers."""
+        self.broken = self.broken or "the scoring pool is closed"
         workers, self._workers = self._workers, []
         for worker in workers:
             try:
                 worker.conn.send(None)
             except (OSError, ValueError):
                 pass
+        deadline = time.monotonic() + 1.0
         for worker in workers:
             try:
-                worker.process.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
+                worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:  # busy with an item: it will not read the request
                 worker.process.kill()
-                worker.process.wait(timeout=1.0)
+                worker.process.wait()
             worker.conn.close()
 
     def _map(self, items: Sequence, timeout_s: float) -> list[Outcome | None]:
