@@ -43,7 +43,10 @@ def rows(directory, name: str) -> list[dict]:
         (r"\boxed{\left( 3, \frac{\pi}{2} \right)}", r"\left( 3, \frac{\pi}{2} \right)"),
         (r"\boxed{(3,\tfrac{\pi}{2})}", r"\left( 3, \frac{\pi}{2} \right)"),
         (r"\boxed{x = 5}", "5"),
-        ("The answer is 42.", "42"),  # no box: the final number counts
+        ("The answer is 42.", "42"),  # no box: an anchored answer counts
+        ("9 + 17 = 26", "26"),  # ... else the last plain number
+        ("So she pays 1,450,000 dollars in total.", "1,450,000"),
+        ("It dropped to -5 degrees.", "-5"),
         (r"so the answer is $\frac{1}{2}$", "0.5"),
         (r"\boxed{\text{(C)}}", r"\text{(C)}"),
         (r"\boxed{B}", "B"),  # multiple choice (GPQA)
@@ -75,6 +78,9 @@ def test_correct_answers_score_one(completion, gold):
         (r"\boxed{42}", "B"),  # a number is not a choice
         ("<think>\\boxed{4}</think> The answer is \\boxed{3}.", "4"),  # only after </think>
         ("\\boxed{2} then reconsidering: \\boxed{1}", "2"),
+        ("To add 9 + 17, you simply add", "26"),  # restating the question is not answering it
+        ("9 + 17", "26"),
+        ("The sum of 9 and 17 is 9+17.", "26"),
         ("", "5"),
         ("I have no idea.", "5"),
         ("\\boxed{", "5"),  # unbalanced braces

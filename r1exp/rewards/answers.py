@@ -29,6 +29,8 @@ _SPACING_COMMANDS = re.compile(r"\\[,;:! ]|\\left\b|\\right\b|\\displaystyle\b")
 _FRAC_VARIANTS = re.compile(r"\\[dt]frac\b")
 _DEGREES = re.compile(r"\^\{?\\circ\}?")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textrm|mathrm|mbox)\{([^{}]*)\}")
+# A number standing alone: not part of a word ("v2", "2nd") or of an expression's operand ("9-17").
+_STANDALONE_NUMBER = re.compile(r"(?<![\w.])(?:[-\u2212](?=\d))?\d+(?:,\d{3})*(?:\.\d+)?(?!\w)")
 # Whitespace is dropped unless it separates two digits ("2 3" must not become "23").
 _SPACE_NOT_BETWEEN_DIGITS = re.compile(r"(?<!\d)\s+|\s+(?!\d)")
 
@@ -103,6 +105,18 @@ def final_answer(region: str) -> str | None:
     """The explicitly marked final answer of a completion: last boxed, else GSM8K `####`."""
     marked = last_boxed(region) or gsm8k_final(region)
     return clean_answer(marked) if marked is not None else None
+
+
+def last_number(text: str) -> str | None:
+    """The last number standing alone in `text` ("... 9 + 17 = 26." -> "26"), else None.
+
+    Only numbers, never expressions: an expression would let a completion that merely restates
+    the question ("9 + 17") count as its answer.
+    """
+    last = None
+    for last in _STANDALONE_NUMBER.finditer(text):
+        pass
+    return last.group(0) if last else None
 
 
 def gold_answer(gold: str) -> str:

@@ -13,9 +13,12 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
+from r1exp.rewards import answers
+
 # Kinds of task the parent sends (math_score.py builds them).
 BOXED = "boxed"  # payload: the content of the final \boxed{} or `####` answer
-TEXT = "text"  # payload: the tail of a completion with no marked final answer
+TEXT = "text"  # payload: the tail of a completion with no marked final answer; math-verify
+# looks for an anchored answer ("the answer is ..."), else the last plain number counts
 
 PARSE_CACHE_SIZE = 8192
 
@@ -58,6 +61,9 @@ def grade(task: tuple[str, str, str]) -> tuple[float, str | None, bool]:
         predicted = _parse_boxed(payload)
     else:
         predicted = parse(payload, _config(), parsing_timeout=None)
+        number = answers.last_number(payload) if not predicted else None
+        if number is not None:
+            predicted = _parse_boxed(answers.without_thousands_separators(number))
     extracted = _display(predicted)
     if not predicted:
         return 0.0, extracted, True
@@ -90,8 +96,10 @@ def _config():
     # Differences from open-r1's prediction config, each needed by real answers:
     # malformed_operators=True reads `\frac43`, `\frac 59`, `11\sqrt2` (8 MATH-500 golds fail
     # without it); nits=True strips `x =`-style prefixes and `\text{ degrees}`-style units the
-    # way MATH answers are written; anchorless extraction lets a bare final number count when
-    # nothing is boxed (boxed answers keep top priority, and only the last match is used).
+    # way MATH answers are written. As in open-r1, nothing is extracted without an anchor
+    # ("answer is", "final answer", a box): anchorless extraction evaluates the last expression,
+    # so a completion restating the question ("9 + 17") would score as its own answer. Free
+    # text falls back to its last plain number instead (see grade).
     normalization = NormalizationConfig(
         basic_latex=True,
         units=True,
@@ -104,9 +112,9 @@ def _config():
         LatexExtractionConfig(
             normalization_config=normalization,
             boxed_match_priority=0,
-            try_extract_without_anchor=True,
+            try_extract_without_anchor=False,
         ),
-        ExprExtractionConfig(try_extract_without_anchor=True),
+        ExprExtractionConfig(try_extract_without_anchor=False),
     )
 
 

@@ -3,7 +3,9 @@
 Grading a completion against a gold answer:
 1. Only the text after the last `</think>` counts (R1 output format).
 2. The final answer is the last `\\boxed{}` (or GSM8K's `#### N`); without one, math-verify
-   searches the tail of the text ("the answer is 42", a final `$...$`).
+   looks for an anchored answer in the tail of the text ("the answer is $\\frac12$"), and
+   failing that the last plain number counts (never an expression: restating "9 + 17" from the
+   question must not score as the answer 26).
 3. Cases that need no math are decided inline: identical answers up to spelling (`\\dfrac` vs
    `\\frac`, spaces, `\\left`), plain integers (`025` == `25`, `1,450,000` == `1450000`), and
    multiple-choice letters (gold `A`-`D`). These are string operations and cannot hang.
