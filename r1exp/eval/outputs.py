@@ -110,12 +110,14 @@ def format_table(results: dict) -> str:
     for name, bench in results["benchmarks"].items():
         row = []
         for _, key, fmt in TABLE_COLUMNS:
+            if key == "pass@k":
+                key = f"pass@{bench['k']}"
             if key is None:
                 row.append(name)
-            elif key == "pass@k":
-                row.append(fmt.format(bench[f"pass@{bench['k']}"]))
-            else:
+            elif key in bench:
                 row.append(fmt.format(bench[key]))
+            else:  # a peer backend (lighteval) does not report every column
+                row.append("-")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
