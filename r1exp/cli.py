@@ -15,8 +15,9 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> dict | None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from r1exp.launch.controller import config_error_exit, control
 
@@ -24,6 +25,11 @@ def main(cfg: DictConfig) -> None:
     tags = {f"choice.{group}": str(option) for group, option in runtime.runtime.choices.items()
             if not group.startswith("hydra/")}
     tags["overrides"] = " ".join(runtime.overrides.task)
+    if runtime.mode == RunMode.MULTIRUN:
+        from r1exp.tracking.sweep import run_sweep_job
+
+        # A failing job is recorded and the sweep goes on; `r1exp -m` exits 1 at the end.
+        return run_sweep_job(cfg, tags)
     try:
         control(cfg, tags)
     except ConfigError as err:
