@@ -14,6 +14,13 @@ from r1exp.config.plan import Plan, make_plan
 log = logging.getLogger(__name__)
 
 
+def check(cfg) -> None:
+    if cfg.train.benchmarks:  # evaluated after training: a bad name must fail before it
+        from r1exp.eval import check as check_eval
+
+        check_eval(cfg, cfg.train.benchmarks, "train.benchmarks")
+
+
 def run(cfg) -> dict[str, float]:
     from trl import GRPOConfig, GRPOTrainer
 
