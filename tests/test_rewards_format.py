@@ -29,8 +29,10 @@ def format_reward(answer_tag="answer", think_opened_by_prompt=False):
     "text",
     [
         FULL,
-        "<think>\nTo solve this:\n1. First step\n2. Second step\n3. Check\n</think>\n"
-        "<answer>\n9\n</answer>",
+        (
+            "<think>\nTo solve this:\n1. First step\n2. Second step\n3. Check\n</think>\n"
+            "<answer>\n9\n</answer>"
+        ),
     ],
 )
 def test_format_accepts_open_r1_correct_examples(text):

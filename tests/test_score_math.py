@@ -6,11 +6,12 @@ import json
 import random
 import threading
 import time
+from fractions import Fraction
 
 import pytest
 
 from r1exp.rewards import GoldParseError, MathScore, grade_math, health_metrics, score_math
-from r1exp.rewards.answers import exact_form, integer_value
+from r1exp.rewards.answers import exact_form, exact_rational
 
 PATHOLOGICAL = r"\boxed{9^{9^{9^{9}}}}"  # sympy tries to evaluate this power and never returns
 
@@ -167,13 +168,15 @@ def test_scoring_works_from_other_threads():
     assert results == [1.0] * 4
 
 
-def test_integer_values_compare_numerically():
-    assert integer_value("025") == 25
-    assert integer_value("(073)") == 73
-    assert integer_value("1,450,000") == 1450000
-    assert integer_value("\u22123") == -3
-    assert integer_value("1,45") is None
-    assert integer_value("3.0") is None
+def test_integers_and_fractions_are_compared_exactly():
+    assert exact_rational("025") == 25
+    assert exact_rational("(073)") == 73
+    assert exact_rational("1,450,000") == 1450000
+    assert exact_rational("\u22123") == -3
+    assert exact_rational(r"\dfrac43") == exact_rational(r"\frac{8}{6}") == exact_rational("4/3")
+    assert exact_rational(r"-\frac 1{2}") == Fraction(-1, 2)
+    for not_exact in ("1,45", "3.0", r"\frac{1}{0}", r"\frac{x}{2}", r"\frac{1}{2}x"):
+        assert exact_rational(not_exact) is None
 
 
 def _wrong_golds(golds: list[str], seed: int = 0) -> list[str]:

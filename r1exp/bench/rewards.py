@@ -82,7 +82,7 @@ class OpenR1Accuracy:
         )
         try:
             return float(self._verify(gold_parsed, answer))
-        except Exception:
+        except Exception:  # noqa: BLE001 - open-r1 scores any verify failure (None/0) as no reward
             return 0.0
 
 
@@ -96,9 +96,7 @@ def run(data_dir: Path, timeout_s: float) -> dict:
     start_scoring_workers()
     startup_s = time.perf_counter() - started
 
-    rows, totals = [], {"items": 0, "baseline_s": 0.0, "r1exp_s": 0.0, "gold_correct": 0,
-                        "gold_total": 0, "baseline_gold_correct": 0, "false_positives": 0,
-                        "baseline_false_positives": 0, "timeouts": 0, "max_item_s": 0.0}
+    rows = []
     for name, filename in DATASETS.items():
         gold, wrong = load_items(data_dir / filename)
         items = gold + wrong
@@ -111,7 +109,7 @@ def run(data_dir: Path, timeout_s: float) -> dict:
         results = grade_math([c for c, _ in items], [a for _, a in items], timeout_s=timeout_s)
         r1exp_s = time.perf_counter() - started
 
-        row = {
+        rows.append({
             "dataset": name,
             "items": len(items),
             "baseline_s": baseline_s,
@@ -123,10 +121,9 @@ def run(data_dir: Path, timeout_s: float) -> dict:
             "baseline_false_positives": sum(base_scores[len(gold):]),
             "timeouts": sum(r.status == "timeout" for r in results),
             "max_item_s": max(r.seconds for r in results),
-        }
-        rows.append(row)
-        for key in totals:
-            totals[key] = max(totals[key], row[key]) if key == "max_item_s" else totals[key] + row[key]
+        })
+    totals = {key: sum(row[key] for row in rows) for key in rows[0] if key != "dataset"}
+    totals["max_item_s"] = max(row["max_item_s"] for row in rows)
 
     print_table(rows, totals)
     print(f"\nr1exp workers: {worker_count()} (start-up incl. warm-up {startup_s:.2f} s); "

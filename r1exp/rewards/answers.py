@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 
 THINK_END = "</think>"
 # A boxed answer longer than this is not an answer; the cap keeps the brace scan linear.
@@ -20,6 +21,11 @@ GSM8K_MARKER = "####"
 
 _NUMBER = re.compile(r"[-+\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 _INTEGER = re.compile(r"[-+\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)")
+# `\frac{3}{4}`, `\dfrac43`, `\frac 3{4}` (each argument braced or one digit), or `3/4`.
+_FRACTION = re.compile(
+    r"([-\u2212])?\s*(?:\\[dt]?frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))"
+    r"|(\d+)\s*/\s*(\d+))"
+)
 _GOLD_CHOICE = re.compile(r"\(?([A-D])\)?")
 _PRED_CHOICE = re.compile(r"(?:\\(?:text|textbf|mathrm)\{)?\(?([A-D])\)?\}?")
 _ANSWER_CHOICE = re.compile(r"(?i:answer)\W{0,6}(?:(?i:is)\W{1,6})?\(?([A-D])\)?(?![A-Za-z0-9])")
@@ -129,14 +135,25 @@ def gold_answer(gold: str) -> str:
     return answer
 
 
-def integer_value(text: str) -> int | None:
-    """`1,450,000` / `025` / `(073)` / `-3` as an int; None for anything else."""
+def exact_rational(text: str) -> Fraction | None:
+    """Integers and fractions of integers as exact values: `025`, `(073)`, `1,450,000`, `-3`,
+    `\\frac{3}{4}`, `\\dfrac43`, `-\\frac{1}{2}`, `3/4`. None for anything else (decimals
+    included: math-verify compares those after rounding, which this must not second-guess)."""
     text = text.strip()
     if text.startswith("(") and text.endswith(")"):
         text = text[1:-1].strip()
-    if not _INTEGER.fullmatch(text):
+    if _INTEGER.fullmatch(text):
+        return Fraction(int(text.replace(",", "").replace("\u2212", "-")))
+    match = _FRACTION.fullmatch(text)
+    if not match:
         return None
-    return int(text.replace(",", "").replace("\u2212", "-"))
+    sign, numerator, denominator = match.group(1), None, None
+    numerator = match.group(2) or match.group(3) or match.group(6)
+    denominator = match.group(4) or match.group(5) or match.group(7)
+    if int(denominator) == 0:
+        return None
+    value = Fraction(int(numerator), int(denominator))
+    return -value if sign else value
 
 
 def number_value(text: str) -> Decimal | None:

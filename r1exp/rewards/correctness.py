@@ -7,7 +7,7 @@ the `log_metric` hook TRL passes to reward functions (`rewards/<name>/timeouts`,
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from r1exp.errors import ConfigError
 from r1exp.rewards import health

@@ -10,7 +10,7 @@ direct call outside the trainer).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from r1exp.errors import ConfigError
 from r1exp.rewards.answers import completion_text

@@ -7,8 +7,9 @@ Grading a completion against a gold answer:
    failing that the last plain number counts (never an expression: restating "9 + 17" from the
    question must not score as the answer 26).
 3. Cases that need no math are decided inline: identical answers up to spelling (`\\dfrac` vs
-   `\\frac`, spaces, `\\left`), plain integers (`025` == `25`, `1,450,000` == `1450000`), and
-   multiple-choice letters (gold `A`-`D`). These are string operations and cannot hang.
+   `\\frac`, spaces, `\\left`), integers and fractions of integers compared exactly (`025` ==
+   `25`, `1,450,000` == `1450000`, `\\frac{6}{8}` == `3/4`), and multiple-choice letters (gold
+   `A`-`D`). These are string operations and cannot hang.
 4. Everything else goes to math-verify in a worker process with a hard per-item time limit
    (pool.py). A timeout or error scores 0.0 and is counted (health.py).
 A gold answer that math-verify cannot turn into a mathematical object is reported as
@@ -21,8 +22,8 @@ import atexit
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from r1exp.rewards import answers, health, math_backend
 from r1exp.rewards.pool import TimedPool
@@ -103,9 +104,9 @@ def _prepare(text: str, gold) -> MathScore | tuple[str, str, str]:
         return (math_backend.TEXT, tail, answers.without_thousands_separators(gold))
     if answers.exact_form(candidate) == answers.exact_form(gold):
         return MathScore(1.0, candidate, OK)
-    predicted_int, gold_int = answers.integer_value(candidate), answers.integer_value(gold)
-    if predicted_int is not None and gold_int is not None:
-        return MathScore(float(predicted_int == gold_int), candidate, OK)
+    predicted_value, gold_value = answers.exact_rational(candidate), answers.exact_rational(gold)
+    if predicted_value is not None and gold_value is not None:
+        return MathScore(float(predicted_value == gold_value), candidate, OK)
     predicted_number = answers.number_value(candidate)
     if predicted_number is not None and predicted_number == answers.number_value(gold):
         return MathScore(1.0, candidate, OK)

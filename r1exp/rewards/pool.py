@@ -22,10 +22,11 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,7 @@ def serve(fd: int, parent_pid: int, kill_with_parent: bool, targets: list[str]) 
             start = time.perf_counter()
             try:
                 status, value = "ok", func(item)
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - any failure of one item is that item's result
                 status, value = "error", f"{type(err).__name__}: {err}"[:500]
             message = (index, status, value, time.perf_counter() - start)
             try:
