@@ -238,5 +238,8 @@ def check_eval_settings(cfg) -> None:
     if not (0.0 < e.top_p <= 1.0) or e.temperature < 0:
         raise ConfigError(f"eval.top_p={e.top_p} must be in (0, 1] and eval.temperature="
                           f"{e.temperature} >= 0")
+    if e.backend == "vllm" and "vllm" in cfg.hardware.lacks:
+        raise ConfigError(f"eval.backend=vllm but hardware '{cfg.hardware.name}' has no vLLM "
+                          "build; use eval.backend=transformers")
     if e.backend == "vllm" and e.vllm.tensor_parallel_size < 1:
         raise ConfigError(f"eval.vllm.tensor_parallel_size={e.vllm.tensor_parallel_size} must be >= 1")
