@@ -76,7 +76,8 @@ def _problem(cfg, name: str, spec, problem_id: str, row: dict) -> Problem:
         text, gold = choice_prompt(question, [str(row[c]) for c in spec.choice_columns],
                                    cfg.eval.choice_prompt, seed=f"{cfg.seed}:{name}:{problem_id}")
     else:
-        text, gold = f"{question}\n{cfg.eval.prompt}", str(row[spec.answer_column])
+        text = f"{question}\n{cfg.eval.prompt}" if cfg.eval.prompt else question  # "": as trained
+        gold = str(row[spec.answer_column])
     messages = []
     if cfg.eval.system_prompt:
         messages.append({"role": "system", "content": cfg.eval.system_prompt})

@@ -93,6 +93,8 @@ def save_final(trainer, tokenizer, cfg) -> Path:
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out))
+        # The per-step log (loss, rewards, lengths) travels with the model, MLflow or not.
+        trainer.state.save_to_json(str(out / "trainer_state.json"))
     return out
 
 
