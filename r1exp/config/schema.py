@@ -138,7 +138,7 @@ class EvalVLLMConfig:
 
 @dataclass
 class EvalLightevalConfig:
-    command: str = MISSING
+    python: str = MISSING
     model_args: str = MISSING
 
 
