@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from r1exp.rewards.pool import TimedPool
+from r1exp.rewards.pool import WALL_LIMIT_FACTOR, TimedPool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,19 +43,35 @@ def wait_until_dead(pids, seconds: float = 10.0) -> list[int]:
     return [pid for pid in pids if alive(pid)]
 
 
-def test_an_item_over_the_limit_is_cut_off_and_its_worker_replaced(sleep_pool):
+def test_an_item_over_its_cpu_limit_is_cut_off_and_its_worker_replaced():
+    pool = TimedPool(math.factorial, None, workers=2)
+    try:
+        pool.start()
+        started = time.monotonic()
+        # factorial(10**6) needs ~15 s of CPU; the others a few milliseconds
+        outcomes = pool.map([10, 10**6, 20, 30, 40], timeout_s=1.0)
+        elapsed = time.monotonic() - started
+        assert [o.status for o in outcomes] == ["ok", "timeout", "ok", "ok", "ok"]
+        assert outcomes[0].value == 3628800
+        assert 1.0 <= elapsed < 1.0 * WALL_LIMIT_FACTOR + 2.0
+        assert pool.restarts == 1
+        assert [o.status for o in pool.map([5] * 4, timeout_s=1.0)] == ["ok"] * 4
+    finally:
+        pool.close()
+
+
+def test_an_item_that_waits_without_cpu_is_cut_off_by_the_wall_clock_backstop(sleep_pool):
     started = time.monotonic()
-    outcomes = sleep_pool.map([0.01, 60, 0.01, 0.01, 0.01], timeout_s=1.0)
-    assert [o.status for o in outcomes] == ["ok", "timeout", "ok", "ok", "ok"]
-    assert time.monotonic() - started < 15  # 1 s limit + a worker start on a loaded machine
-    assert sleep_pool.restarts == 1
-    assert [o.status for o in sleep_pool.map([0.01] * 4, timeout_s=1.0)] == ["ok"] * 4
+    outcomes = sleep_pool.map([0.01, 60, 0.01], timeout_s=0.5)
+    assert [o.status for o in outcomes] == ["ok", "timeout", "ok"]
+    assert time.monotonic() - started < 0.5 * WALL_LIMIT_FACTOR + 10  # + a worker start
 
 
 def test_the_limit_is_per_item_not_per_batch(sleep_pool):
-    # 12 items of 0.3 s in chunks: every item is within its 1 s limit though a chunk is not
-    outcomes = sleep_pool.map([0.3] * 12, timeout_s=1.0)
-    assert [o.status for o in outcomes] == ["ok"] * 12
+    # 40 items of 0.15 s go out in chunks of 10 (1.5 s): each item is within its wall backstop
+    # (0.2 s x WALL_LIMIT_FACTOR = 1 s), no chunk is
+    outcomes = sleep_pool.map([0.15] * 40, timeout_s=0.2)
+    assert [o.status for o in outcomes] == ["ok"] * 40
     assert sleep_pool.restarts == 0
 
 
@@ -137,7 +153,7 @@ def test_a_scoring_process_exits_promptly_and_leaves_no_workers():
 def test_workers_die_with_a_killed_parent_even_mid_item():
     code = textwrap.dedent("""
         import threading, time
-        from r1exp.rewards.pool import TimedPool
+        from r1exp.rewards.pool import WALL_LIMIT_FACTOR, TimedPool
         pool = TimedPool(time.sleep, None, workers=2)
         pool.start()
         print(*[w.process.pid for w in pool._workers], flush=True)

@@ -70,8 +70,9 @@ def grade_math(
 ) -> list[MathScore]:
     """Grade each completion (a string or chat messages) against its gold answer.
 
-    Never raises for a bad item and never takes much longer than `timeout_s` per item that
-    needs math-verify (plus worker start-up on first use).
+    Never raises for a bad item. Each item that needs math-verify gets `timeout_s` of CPU time,
+    and at most pool.WALL_LIMIT_FACTOR times that in wall time on a starved machine (plus worker
+    start-up on first use).
     """
     if len(completions) != len(golds):
         raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
@@ -146,7 +147,7 @@ def _to_score(task: tuple[str, str, str], outcome, timeout_s: float) -> MathScor
         return MathScore(0.0, extracted, GOLD_UNPARSED, outcome.seconds)
     status = TIMEOUT if outcome.status == "timeout" else ERROR
     health.count(f"math_score/{status}s_total")
-    what = f"timed out after {timeout_s:g}s" if status == TIMEOUT else f"failed ({outcome.value})"
+    what = f"took over {timeout_s:g} s" if status == TIMEOUT else f"failed ({outcome.value})"
     health.warn(status, f"math scoring {what}, scored 0.0: answer {payload[:200]!r} gold {gold!r}")
     return MathScore(0.0, payload if kind == math_backend.BOXED else None, status, outcome.seconds)
 

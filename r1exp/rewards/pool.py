@@ -2,8 +2,11 @@
 
 A stock ProcessPoolExecutor cannot cancel a running task, so one pathological input (sympy
 expanding 9^(9^(9^9))) would stall training forever. Here each worker streams back one result per
-item; the parent gives every item `timeout_s` from the moment its worker is free for it, and kills
-and replaces a worker that overruns. Nothing relies on signals, so `map` works from any thread.
+item; the parent gives every item `timeout_s` of CPU time from the moment its worker is free for
+it, and kills and replaces a worker that overruns. CPU time, not wall time: on a busy machine a
+normal item can wait seconds for a core, and must not be scored as a timeout for it; a wall-clock
+backstop (WALL_LIMIT_FACTOR x the limit) still bounds every item. Nothing relies on signals, so
+`map` works from any thread.
 
 Workers are fresh interpreters (`python -c ...`) talking over a socket pair: forking a process that
 holds torch/CUDA state or threads is unsafe, and multiprocessing's "spawn" would re-run the
@@ -33,6 +36,10 @@ log = logging.getLogger(__name__)
 READY = "ready"
 # Items sent per IPC round trip: enough to amortise a send, small enough to balance the workers.
 MAX_CHUNK = 32
+# An item gets at most this many times its CPU limit in wall time, however starved the machine.
+WALL_LIMIT_FACTOR = 5
+# When an item reaches its wall deadline having used less CPU, look again this soon at the latest.
+MIN_RECHECK_S = 0.05
 # Worker start-up (python + math-verify import + warm-up) must finish within this.
 STARTUP_TIMEOUT_S = 120.0
 # After this many workers in a row fail to start, stop trying: report errors instead of looping.
@@ -56,6 +63,8 @@ class _Worker:
     ready: bool = False
     inflight: deque = field(default_factory=deque)
     item_started: float = math.inf  # when the worker became free for its current item
+    cpu_seconds: float = 0.0  # the worker's CPU time then (it reports it with every message)
+    next_check: float = math.inf  # when to look at its CPU time again
 
 
 class TimedPool:
@@ -86,7 +95,7 @@ class TimedPool:
             self._fill()
             while wait and not self.broken and not all(w.ready for w in self._workers):
                 self._wait_for_news(timeout_s=math.inf)
-                self._collect([], deque())
+                self._collect([], deque(), timeout_s=math.inf)
                 self._enforce_deadlines([], deque(), timeout_s=math.inf)
                 self._fill()
 
@@ -119,7 +128,7 @@ class TimedPool:
             self._fill()
             self._dispatch(items, queue, timeout_s)
             self._wait_for_news(timeout_s)
-            remaining -= self._collect(results, queue)
+            remaining -= self._collect(results, queue, timeout_s)
             remaining -= self._enforce_deadlines(results, queue, timeout_s)
         return results
 
@@ -168,28 +177,31 @@ class TimedPool:
                 continue
             worker.inflight.extend(batch)
             worker.item_started = time.monotonic()
+            worker.next_check = worker.item_started + timeout_s
 
     def _wait_for_news(self, timeout_s: float) -> None:
         now = time.monotonic()
-        deadlines = [w.item_started + timeout_s for w in self._workers if w.inflight]
+        deadlines = [w.next_check for w in self._workers if w.inflight]
         deadlines += [w.started_at + STARTUP_TIMEOUT_S for w in self._workers if not w.ready]
         if not deadlines:
             return
         wait([w.conn for w in self._workers], timeout=max(0.0, min(deadlines) - now))
 
-    def _collect(self, results: list, queue: deque) -> int:
+    def _collect(self, results: list, queue: deque, timeout_s: float) -> int:
         done = 0
         for worker in list(self._workers):
             try:
                 while worker.conn.poll():
                     message = worker.conn.recv()
-                    if message == READY:
-                        worker.ready, self._failed_starts = True, 0
+                    if message[0] == READY:
+                        worker.ready, worker.cpu_seconds = True, message[1]
+                        self._failed_starts = 0
                         continue
-                    index, status, value, seconds = message
+                    index, status, value, seconds, worker.cpu_seconds = message
                     worker.inflight.popleft()
                     results[index] = Outcome(status, value, seconds)
                     worker.item_started = time.monotonic()
+                    worker.next_check = worker.item_started + timeout_s
                     done += 1
             except (EOFError, OSError):
                 done += self._replace(worker, results, queue, "error", "scoring worker died")
@@ -198,8 +210,14 @@ class TimedPool:
     def _enforce_deadlines(self, results: list, queue: deque, timeout_s: float) -> int:
         now, done = time.monotonic(), 0
         for worker in list(self._workers):
-            if worker.inflight and now > worker.item_started + timeout_s:
-                done += self._replace(worker, results, queue, "timeout", "time limit exceeded")
+            if worker.inflight and now >= worker.next_check:
+                wall = now - worker.item_started
+                cpu = _cpu_seconds(worker.process.pid)
+                used = wall if cpu is None else cpu - worker.cpu_seconds
+                if used >= timeout_s or wall >= timeout_s * WALL_LIMIT_FACTOR:
+                    done += self._replace(worker, results, queue, "timeout", "time limit exceeded")
+                else:
+                    worker.next_check = now + max(MIN_RECHECK_S, timeout_s - used)
             elif not worker.ready and now > worker.started_at + STARTUP_TIMEOUT_S:
                 done += self._replace(worker, results, queue, "error", "worker start timed out")
         return done
@@ -232,7 +250,7 @@ def serve(fd: int, parent_pid: int, kill_with_parent: bool, targets: list[str]) 
     func, *warm_up = [_resolve_name(name) for name in targets]
     for prepare in warm_up:
         prepare()
-    conn.send(READY)
+    conn.send((READY, time.process_time()))
     while True:
         try:
             batch = conn.recv()
@@ -246,7 +264,7 @@ def serve(fd: int, parent_pid: int, kill_with_parent: bool, targets: list[str]) 
                 status, value = "ok", func(item)
             except Exception as err:  # noqa: BLE001 - any failure of one item is that item's result
                 status, value = "error", f"{type(err).__name__}: {err}"[:500]
-            message = (index, status, value, time.perf_counter() - start)
+            message = (index, status, value, time.perf_counter() - start, time.process_time())
             try:
                 conn.send(message)
             except (EOFError, OSError):
@@ -270,6 +288,19 @@ def _exit_with_parent(parent_pid: int, kill_with_parent: bool) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _import_name(func: Callable) -> str:
