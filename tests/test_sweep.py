@@ -85,6 +85,19 @@ def test_named_sweep_runs_as_multirun_with_snapshot_and_summary(tmp_path):
     assert {"summary.csv", "summary.md", "reward.png", "multirun.yaml", "snapshot"} <= artifacts
 
 
+def test_parent_run_never_stays_running_when_the_launcher_fails(tmp_path):
+    # sbatch refuses (an empty slurm.conf; without sbatch installed it is missing, which
+    # fails the same way): the launcher raises before a job starts, Hydra exits, and
+    # on_multirun_end never comes; the parent run must still end, FAILED
+    (tmp_path / "empty-slurm.conf").write_text("")
+    out = run_r1exp(tmp_path, "hydra/launcher=slurm-1gpu", "dry_run=true", "seed=1,2",
+                    multirun=True, env={"SLURM_CONF": str(tmp_path / "empty-slurm.conf")})
+    assert out.returncode != 0
+    _, parents, children = mlflow_runs(tmp_path)
+    assert [p.info.status for p in parents] == ["FAILED"] and children == []
+    assert summary_rows(tmp_path / "sweep") == []
+
+
 @pytest.mark.slow
 def test_failing_job_does_not_stop_a_real_sweep(tmp_path, tiny_model):  # noqa: F811
     overrides = [o for o in tiny_grpo(tiny_model) if not o.startswith("train.global_batch")]

@@ -44,6 +44,7 @@ ERROR_FILE = "error.txt"
 STATUS_FILE = "status"              # the controller writes it when a run ends
 METRICS_FILE = "metrics.json"       # the worker writes it (rank 0) when a stage returns
 RUN_ID_FILE = "mlflow_run_id"       # open_run writes it when it creates the run
+RESUMED_IN_FILE = "resumed_in"      # r1exp.launch.resume: the job continued an earlier run dir
 FINISHED = "FINISHED"
 FAILED = "FAILED"
 
@@ -125,8 +126,8 @@ def run_sweep_job(cfg: DictConfig, tags: dict[str, str]) -> dict[str, Any]:
         log.exception("sweep job %s failed", hydra_cfg.job.num)
         record_failed_job(cfg, job_dir, err, tags, record["parent_run_id"])
         return {"status": FAILED, "error": first_line(err)}
-    if not (job_dir / STATUS_FILE).is_file():  # a dry run: nothing ran, nothing failed
-        (job_dir / STATUS_FILE).write_text(FINISHED + "\n")
+    if not (run_dir_of(job_dir) / STATUS_FILE).is_file() and _is_tracking_node(cfg):
+        (job_dir / STATUS_FILE).write_text(FINISHED + "\n")  # a dry run: nothing failed
     return {"status": FINISHED, "metrics": metrics}
 
 
@@ -184,9 +185,10 @@ def record_failed_job(cfg: DictConfig, job_dir: Path, err: BaseException,
     """Leave the failure where the summary and MLflow look: even a config error gets a run."""
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / ERROR_FILE).write_text(f"{type(err).__name__}: {err}\n")
-    if not (job_dir / STATUS_FILE).is_file():  # the controller did not get as far as a run
+    run_dir = run_dir_of(job_dir)
+    if not (run_dir / STATUS_FILE).is_file():  # the controller did not get as far as a run
         (job_dir / STATUS_FILE).write_text(FAILED + "\n")
-    if (job_dir / RUN_ID_FILE).is_file() or OmegaConf.select(cfg, "logger.name") in (None, "none"):
+    if (run_dir / RUN_ID_FILE).is_file() or OmegaConf.select(cfg, "logger.name") in (None, "none"):
         return
     if not _is_tracking_node(cfg):  # node 0 of a multi-node job reports the failure
         return
@@ -201,6 +203,12 @@ def record_failed_job(cfg: DictConfig, job_dir: Path, err: BaseException,
     run.log_artifacts(job_dir / ERROR_FILE)
     run.log_artifacts(job_dir / ".hydra", ".hydra")
     run.finish(FAILED)
+
+
+def run_dir_of(job_dir: Path) -> Path:
+    """Where the job's run lives: its own dir, or the earlier attempt it resumed in."""
+    pointer = job_dir / RESUMED_IN_FILE
+    return Path(pointer.read_text().strip()) if pointer.is_file() else job_dir
 
 
 def _is_tracking_node(cfg: DictConfig) -> bool:
@@ -306,6 +314,7 @@ class JobResult:
     run_id: str | None = None
     error: str | None = None
     params: dict[str, str] = field(default_factory=dict)
+    run_dir: Path | None = None
 
 
 def collect_jobs(sweep_dir: Path, metric: str, parent: dict[str, str] | None) -> list[JobResult]:
@@ -316,20 +325,21 @@ def collect_jobs(sweep_dir: Path, metric: str, parent: dict[str, str] | None) ->
         if SNAPSHOT_DIR in job_dir.relative_to(sweep_dir).parts:
             continue
         overrides = [str(o) for o in OmegaConf.load(overrides_file)]
-        status_file, error_file = job_dir / STATUS_FILE, job_dir / ERROR_FILE
-        run_id_file = job_dir / RUN_ID_FILE
+        run_dir = run_dir_of(job_dir)
+        status_file, run_id_file = run_dir / STATUS_FILE, run_dir / RUN_ID_FILE
         jobs.append(JobResult(
             name=str(job_dir.relative_to(sweep_dir)),
             overrides=overrides,
             # No status file: the job never got to end its run (killed, node lost).
             status=status_file.read_text().strip() if status_file.is_file() else "UNKNOWN",
             run_id=run_id_file.read_text().strip() if run_id_file.is_file() else None,
-            error=_first_line_of(error_file),
+            error=_first_line_of(job_dir / ERROR_FILE),
+            run_dir=run_dir,
             params=dict(o.split("=", 1) for o in overrides if "=" in o),
         ))
     jobs.sort(key=lambda j: (not j.name.isdigit(), int(j.name) if j.name.isdigit() else 0, j.name))
     for job in jobs:
-        job.value = metric_value(sweep_dir / job.name, metric, job.run_id, parent)
+        job.value = metric_value(job.run_dir or sweep_dir / job.name, metric, job.run_id, parent)
     return jobs
 
 
@@ -338,10 +348,10 @@ def _first_line_of(path: Path) -> str | None:
     return lines[0] if lines else None
 
 
-def metric_value(job_dir: Path, metric: str, run_id: str | None,
+def metric_value(run_dir: Path, metric: str, run_id: str | None,
                  parent: dict[str, str] | None) -> float | None:
     """The job's final metric (metrics.json), else the last value its MLflow run logged."""
-    metrics_file = job_dir / METRICS_FILE
+    metrics_file = run_dir / METRICS_FILE
     if metrics_file.is_file():
         value = json.loads(metrics_file.read_text()).get(metric)
         if isinstance(value, (int, float)):

@@ -103,7 +103,7 @@ if running "$STATE/slurmctld.pid" && [[ $CONF_CHANGED == 1 ]]; then
 fi
 if ! running "$STATE/slurmctld.pid"; then
     log "starting slurmctld"
-    slurmctld -f "$CONF" -i   # -i: ignore state left by an earlier cluster in STATE
+    slurmctld -f "$CONF" -c   # -c: forget jobs an earlier test cluster left in STATE
 fi
 if ! running "$STATE/slurmd.pid"; then
     log "starting slurmd"
