@@ -25,7 +25,7 @@ PARSE_CACHE_SIZE = 8192
 
 # Typical answer shapes, parsed once per worker before it takes real items. The LaTeX parser
 # (ANTLR) builds its prediction tables lazily: cold, a worker spends several times longer per
-# item, and an unlucky first item can run into the time limit. Costs ~2 s of CPU per worker.
+# item, and an unlucky first item can run into the time limit. Costs ~3 s of CPU per worker.
 WARM_UP_ANSWERS = (
     r"7", r"-12", r"3.25", r"\frac{1}{2}", r"-\frac{7}{3}", r"\dfrac{5}{8}", r"\frac43",
     r"\sqrt{2}", r"3\sqrt{5}", r"\frac{\sqrt{3}}{2}", r"2+\sqrt{3}", r"\sqrt[3]{4}", r"11\sqrt2",
@@ -35,7 +35,13 @@ WARM_UP_ANSWERS = (
     r"\begin{pmatrix} 1 \\ -2 \end{pmatrix}", r"3+4i", r"45^\circ", r"\text{Monday}",
     r"\text{(B)}", r"12\text{ cm}", r"5\%", r"\$1.50", r"10,000", r"\binom{5}{2}", r"5!",
     r"\cos\theta", r"|x-3|", r"2^{10}", r"6.02\times10^{23}", r"0.\overline{3}", r"\infty",
-    r"\frac{n(n+1)}{2}",
+    r"\frac{n(n+1)}{2}", r"1 \pm \sqrt{7}", r"\{2\pm\sqrt{3}, -1\}", r"(1,4) \cup (4,9]",
+    r"\left[ \frac{\pi}{4}, \frac{3 \pi}{2} \right)", r"y = -3x + 2", r"x^4 - 2x^3 + x - 5",
+    r"(m+2)(n-3)", r"\cot x", r"\sec^2 \theta", r"2 - 7i", r"\frac{1+i}{2}", r"101_2", r"4\sqrt{6}",
+    r"\sqrt{\frac{5}{2}}", r"\frac{2\sqrt{10}}{5}", r"\text{Evelyn}", r"\text{(E)}",
+    r"p + q", r"\begin{pmatrix} 2 & -1 \\ 0 & 3 \end{pmatrix}", r"(2, -\frac{1}{3}, 5)",
+    r"\mathbf{i}+\mathbf{j}", r"-\frac{\sqrt{2}}{2}", r"12{,}000", r"8^\circ", r"\$ 25",
+    r"x \in [-2, 7]", r"a > 3", r"\tfrac{9}{4}", r"3^{\frac{1}{3}}", r"\log_{3} 5",
 )
 
 

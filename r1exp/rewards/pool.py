@@ -19,6 +19,7 @@ import importlib
 import logging
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -244,6 +245,8 @@ class TimedPool:
 
 def serve(fd: int, parent_pid: int, kill_with_parent: bool, targets: list[str]) -> None:
     """Worker main loop: one result message per item, in order."""
+    # Ctrl-C in a terminal reaches the whole process group: the parent decides, not the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent(parent_pid, kill_with_parent)
     _limit_memory()
     conn = Connection(fd)
@@ -276,7 +279,6 @@ def _exit_with_parent(parent_pid: int, kill_with_parent: bool) -> None:
     if kill_with_parent:  # PDEATHSIG fires when the creating *thread* exits, so main thread only
         try:
             import ctypes
-            import signal
 
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
