@@ -123,10 +123,7 @@ def _run_tasks(tasks: set[tuple], timeout_s: float) -> dict[tuple, MathScore]:
     todo = [task for task in tasks if task not in graded]
     if not todo:
         return graded
-    pool = _scoring_pool()
-    restarts_before = pool.restarts
-    outcomes = pool.map(todo, timeout_s)
-    health.count("math_score/worker_restarts_total", pool.restarts - restarts_before)
+    outcomes = _scoring_pool().map(todo, timeout_s)
     health.count("math_score/items_total", len(todo))
     for task, outcome in zip(todo, outcomes):
         graded[task] = result = _to_score(task, outcome, timeout_s)
@@ -180,7 +177,12 @@ def _scoring_pool() -> TimedPool:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = TimedPool(math_backend.grade, math_backend.warm_up, workers=worker_count())
+            _pool = TimedPool(
+                math_backend.grade,
+                math_backend.warm_up,
+                workers=worker_count(),
+                on_restart=lambda: health.count("math_score/worker_restarts_total"),
+            )
             atexit.register(_pool.close)
         return _pool
 

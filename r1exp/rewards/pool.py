@@ -72,11 +72,19 @@ class TimedPool:
     """Runs `func(item)` for many items in worker processes, each item within `timeout_s`.
 
     `func` and `warm_up` must be module-level functions: workers import them by name.
+    `on_restart` is called (in the parent) each time a worker is killed or found dead.
     """
 
-    def __init__(self, func: Callable, warm_up: Callable | None, workers: int):
+    def __init__(
+        self,
+        func: Callable,
+        warm_up: Callable | None,
+        workers: int,
+        on_restart: Callable[[], None] | None = None,
+    ):
         self._targets = [_import_name(f) for f in (func, warm_up) if f is not None]
         self._size = max(1, workers)
+        self._on_restart = on_restart
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._owner_pid = os.getpid()
@@ -230,6 +238,8 @@ class TimedPool:
         worker.conn.close()
         self._workers.remove(worker)
         self.restarts += 1
+        if self._on_restart is not None:
+            self._on_restart()
         if not worker.ready:
             self._failed_starts += 1
             if self._failed_starts >= MAX_FAILED_STARTS:
