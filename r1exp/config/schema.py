@@ -47,6 +47,11 @@ class DatasetConfig:
     offline_path: Optional[str] = MISSING
     max_samples: Optional[int] = MISSING
     generator: Optional[Dict[str, Any]] = MISSING
+    # Entries {path, source, config_name, revision, split, weight, columns, rename, offline_path};
+    # r1exp.data.loading validates them (each key is optional but `path`).
+    mixture: Optional[List[Dict[str, Any]]] = MISSING
+    test_size: Optional[float] = MISSING
+    shuffle: bool = MISSING
 
 
 @dataclass
