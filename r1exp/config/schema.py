@@ -112,9 +112,14 @@ class TrainConfig:
 class SFTConfig:
     max_length: int = MISSING
     packing: bool = MISSING
-    completion_only_loss: bool = MISSING
+    packing_strategy: str = MISSING
+    loss_on: str = MISSING
+    trace_format: str = MISSING
+    completion_column: Optional[str] = MISSING
     system_prompt: Optional[str] = MISSING
     eos_token: Optional[str] = MISSING
+    lr_scheduler_kwargs: Dict[str, Any] = MISSING
+    eval_steps: Optional[int] = MISSING
 
 
 @dataclass

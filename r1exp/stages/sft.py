@@ -1,14 +1,198 @@
-"""The sft stage. Not implemented yet: it lands with the issue "SFT stage and the data layer"."""
+"""The sft stage: distil reasoning traces into a model with TRL's SFTTrainer.
+
+Rows of any supported layout become conversations whose assistant turns share one trace
+format (r1exp.data.formatting). By default the loss covers only the final assistant reply:
+rows are given to TRL as conversational prompt/completion pairs, which masks the prompt with
+any chat template. (TRL's `assistant_only_loss` needs `{% generation %}` markers, which it can
+patch in only for the templates it knows, e.g. Qwen2.5 but not a plain ChatML one; it is
+`sft.loss_on=assistant`.) Generation of the saved model stops at the template's end-of-turn
+token (open-r1#604, #663).
+"""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+from r1exp.config.plan import make_plan
 from r1exp.errors import ConfigError
+
+log = logging.getLogger(__name__)
+LOSS_ON = ("completion", "assistant", "all")
+PACKING_STRATEGIES = ("bfd", "wrapped")
+MIN_LR_KEYS = ("min_lr", "min_lr_rate")
 
 
 def check(cfg) -> None:
-    raise ConfigError("stage=sft is not implemented yet (it lands with the issue \"SFT stage and the data layer\")")
+    from r1exp.data.formatting import check_trace_format
+    from r1exp.data.loading import validate_dataset_config
+
+    s = cfg.sft
+    for key, value, allowed in (("sft.loss_on", s.loss_on, LOSS_ON),
+                                ("sft.packing_strategy", s.packing_strategy, PACKING_STRATEGIES)):
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not allowed; choose one of: "
+                              f"{', '.join(allowed)}")
+    check_trace_format(s.trace_format)
+    if s.max_length < 1:
+        raise ConfigError(f"sft.max_length={s.max_length} must be >= 1")
+    if s.eval_steps is not None and s.eval_steps < 1:
+        raise ConfigError(f"sft.eval_steps={s.eval_steps} must be >= 1 (or null: train.save_steps)")
+    if cfg.train.lr_scheduler_type == "cosine_with_min_lr" and not any(
+            k in s.lr_scheduler_kwargs for k in MIN_LR_KEYS):
+        raise ConfigError("train.lr_scheduler_type=cosine_with_min_lr needs a floor: set "
+                          "sft.lr_scheduler_kwargs.min_lr_rate (e.g. 0.1) or .min_lr")
+    validate_dataset_config(cfg.dataset)
 
 
 def run(cfg) -> dict[str, float]:
+    from trl import SFTConfig, SFTTrainer
+
+    from r1exp.data.formatting import end_of_turn_token, ensure_chat_template, to_sft_examples
+    from r1exp.data.loading import load_train_eval
+    from r1exp.models.loading import load_tokenizer, resolve_model_dir
+    from r1exp.stages.training import (
+        checkpoint_to_resume, final_metrics, model_init_kwargs, peft_config, trainer_kwargs,
+    )
+
     check(cfg)
-    return {}
+    plan = make_plan(cfg)
+    model_dir = resolve_model_dir(cfg.model, cfg.paths.cache_dir)
+    _check_context_length(model_dir, cfg)
+    tokenizer = load_tokenizer(cfg.model, cfg.paths.cache_dir)
+    added_tokens = ensure_chat_template(tokenizer)
+    eos_token = cfg.sft.eos_token or end_of_turn_token(tokenizer)
+    log.info("end-of-turn / EOS token: %r", eos_token)
+
+    train, evaluation = load_train_eval(cfg.dataset, seed=cfg.seed)
+    train = to_sft_examples(train, cfg.dataset, cfg.sft)
+    if evaluation is not None:
+        evaluation = to_sft_examples(evaluation, cfg.dataset, cfg.sft)
+
+    s = cfg.sft
+    args = SFTConfig(
+        **trainer_kwargs(cfg, plan),
+        model_init_kwargs=None if added_tokens else model_init_kwargs(cfg),
+        max_length=s.max_length,
+        packing=s.packing,
+        packing_strategy=s.packing_strategy,
+        completion_only_loss=s.loss_on == "completion",
+        assistant_only_loss=s.loss_on == "assistant",
+        eos_token=eos_token,
+        lr_scheduler_kwargs=dict(s.lr_scheduler_kwargs),
+        per_device_eval_batch_size=cfg.hardware.per_device_eval_batch_size,
+        eval_strategy="steps" if evaluation is not None else "no",
+        eval_steps=s.eval_steps or cfg.train.save_steps,
+    )
+    lora = peft_config(cfg)
+    checkpoint = checkpoint_to_resume(cfg)
+    trainer = SFTTrainer(
+        model=_model(model_dir, cfg, plan, added_tokens, tokenizer, lora),
+        args=args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=[_metrics_callback(resuming=checkpoint is not None)],
+    )
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = final_metrics(trainer, result)
+    metrics.update(_loss_curve_ends(trainer.state.log_history))
+    if evaluation is not None:
+        metrics.update(_final_eval(trainer))
+    _save(trainer, tokenizer, cfg)
+    return metrics
+
+
+def _check_context_length(model_dir: str, cfg) -> None:
+    """Training past the model's position range silently degrades it; refuse up front."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_dir, revision=cfg.model.revision,
+                                        trust_remote_code=cfg.model.trust_remote_code)
+    limit = getattr(config.get_text_config(), "max_position_embeddings", None)
+    if limit is not None and cfg.sft.max_length > limit:
+        raise ConfigError(f"sft.max_length={cfg.sft.max_length} exceeds model '{cfg.model.name}' "
+                          f"max_position_embeddings={limit}; use sft.max_length={limit} or less")
+
+
+def _model(model_dir: str, cfg, plan, added_tokens: list[str], tokenizer, lora):
+    """A path TRL loads itself, or, when ChatML tokens were added, a loaded and resized model."""
+    if not added_tokens:
+        return model_dir
+    from trl.trainer.utils import create_model_from_path
+
+    from r1exp.stages.training import model_init_kwargs
+
+    kwargs = model_init_kwargs(cfg)
+    if plan.world_size > 1:
+        kwargs["device_map"] = None  # each rank holds its copy; "auto" would split it
+    model = create_model_from_path(model_dir, **kwargs)
+    model.resize_token_embeddings(len(tokenizer))
+    if lora is not None:  # new rows of the embedding must learn, even under LoRA
+        added_ids = tokenizer.convert_tokens_to_ids(added_tokens)
+        lora.trainable_token_indices = {"embed_tokens": added_ids}
+    return model
+
+
+def _metrics_callback(resuming: bool):
+    from r1exp.tracking.callback import MlflowMetricsCallback
+
+    if not resuming:
+        return MlflowMetricsCallback()
+
+    from r1exp.launch.resume import already_logged
+
+    class ContinuedMetricsCallback(MlflowMetricsCallback):
+        """Steps between the last checkpoint and the interruption run twice; log them once."""
+
+        def __init__(self):
+            super().__init__()
+            self.logged = already_logged(self.run) if self.run is not None else None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.logged is not None and logs:
+                logs = {k: v for k, v in logs.items() if not self.logged(k, state.global_step)}
+            super().on_log(args, state, control, logs=logs, **kwargs)
+
+    return ContinuedMetricsCallback()
+
+
+def _final_eval(trainer) -> dict[str, float]:
+    """Eval metrics of the final weights; reuses the eval the last step already ran."""
+    last = [e for e in trainer.state.log_history if "eval_loss" in e]
+    if last and last[-1].get("step") == trainer.state.global_step:
+        results = last[-1]
+    else:
+        results = trainer.evaluate()
+    return {f"eval/{k.removeprefix('eval_')}": float(v) for k, v in results.items()
+            if k.startswith("eval_") and isinstance(v, (int, float))}
+
+
+def _loss_curve_ends(history: list[dict]) -> dict[str, float]:
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    if not losses:
+        return {}
+    return {"train/first_loss": float(losses[0]), "train/last_loss": float(losses[-1])}
+
+
+def _save(trainer, tokenizer, cfg) -> Path:
+    """`<run_dir>/model`: a plain transformers model (LoRA merged), tokenizer, resolved.yaml."""
+    from omegaconf import OmegaConf
+
+    from r1exp.stages.training import save_final
+
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):
+        deepspeed = trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin
+        if deepspeed and deepspeed.zero_stage == 3:
+            # Merging needs the full weights, which ZeRO-3 keeps sharded: keep the adapter.
+            log.warning("LoRA under ZeRO-3: saving the adapter only (load it with peft)")
+        else:
+            trainer.model = model.merge_and_unload()
+    trainer.model.config.use_cache = True  # training turns it off for gradient checkpointing
+    out = save_final(trainer, tokenizer, cfg)
+    if trainer.is_world_process_zero():
+        (out / "resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    log.info("saved the final model to %s", out)
+    return out
