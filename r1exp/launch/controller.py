@@ -22,6 +22,7 @@ from r1exp.config.validate import validate
 from r1exp.errors import ConfigError
 from r1exp.launch import rendezvous
 from r1exp.launch.preflight import preflight
+from r1exp.launch.resume import RunClaim, adopt_run, find_resumable_run, reattach_run
 from r1exp.launch.worker import METRICS_FILE
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,13 @@ def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
         return {}
     machine_rank = rendezvous.machine_rank(typed.hardware.num_nodes)  # ConfigError off-Slurm
     preflight(typed, plan)
+    resumed = find_resumable_run(typed)  # an unfinished earlier attempt of this config
+    if resumed is not None:
+        typed = adopt_run(typed, resumed)
+        plan = make_plan(typed, resolved_yaml=str(resumed / RESOLVED_FILE))
     run_dir = Path(typed.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    claim = RunClaim(run_dir, typed) if machine_rank == 0 else None  # lock + fingerprint
     # Every node of a multi-node run writes the same file into the shared run dir: atomically,
     # so no worker reads a half-written one.
     _write_atomically(run_dir / RESOLVED_FILE, OmegaConf.to_yaml(typed, resolve=True))
@@ -57,7 +63,8 @@ def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
     from r1exp.tracking.mlflow_run import open_run
 
     tags = {"stage": typed.stage, **(hydra_tags or {})}
-    run = open_run(typed, OmegaConf.to_container(typed), run_dir, tags, parent_run_id)
+    run = (reattach_run(typed, run_dir) if resumed else None) or open_run(
+        typed, OmegaConf.to_container(typed), run_dir, tags, parent_run_id)
     status = "FAILED"
     try:
         returncode = _run_workers(plan, typed, run)
@@ -80,6 +87,7 @@ def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
             for logfile in run_dir.glob("*.log"):
                 run.log_artifacts(logfile)
             run.finish(status)
+        claim.release()
 
 
 def _run_untracked_node(plan: Plan, cfg: DictConfig, machine_rank: int) -> dict[str, float]:

@@ -74,13 +74,12 @@ def checkpoint_to_resume(cfg) -> str | None:
     """The newest checkpoint of this run dir when `train.resume=auto`, else None."""
     if cfg.train.resume != "auto":
         return None
-    from transformers.trainer_utils import get_last_checkpoint
+    from r1exp.launch.resume import last_complete_checkpoint  # skips one cut short by a kill
 
-    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
-    found = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    found = last_complete_checkpoint(Path(cfg.paths.output_dir))
     if found:
         log.info("resuming from %s", found)
-    return found
+    return str(found) if found else None
 
 
 def save_final(trainer, tokenizer, cfg) -> Path:
