@@ -171,10 +171,11 @@ def main(argv: list[str] | None = None) -> int:
             shown += 1
             print(f"  disagree [{item['kind']}] gold={item['gold']!r} r1exp={a} {label}={b} "
                   f"prediction tail={item['prediction'][-120:]!r}")
+    # "expected" compares strings, so an equivalent neighbour answer (0.5 vs \\frac12) counts here
     wrong_expected = sum(1 for item, a in zip(items, ours)
                          if item["expected"] is not None and (a >= 0.5) != (item["expected"] >= 0.5))
     summary.update(peer=label, r1exp_seconds=round(r1exp_s, 2), peer_seconds=round(peer_s, 2),
-                   r1exp_vs_expected_errors=wrong_expected,
+                   r1exp_vs_expected_differences=wrong_expected,
                    speed_ratio_r1exp_vs_peer=round(peer_s / r1exp_s, 2) if r1exp_s else None)
     print(json.dumps({"bench": "eval_agreement", **summary}))
     return 0
