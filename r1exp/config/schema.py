@@ -191,13 +191,21 @@ class GenerateConfig:
     top_p: float = MISSING
     max_new_tokens: int = MISSING
     prompt_template: str = MISSING
+    limit: Optional[int] = MISSING
     engine: str = MISSING
     endpoint: Optional[str] = MISSING
+    endpoint_model: Optional[str] = MISSING
     max_in_flight: int = MISSING
     request_timeout_s: float = MISSING
     max_retries: int = MISSING
+    retry_backoff_s: float = MISSING
+    retry_backoff_max_s: float = MISSING
     keep: str = MISSING
+    score_timeout_s: float = MISSING
+    output_dir: str = MISSING
     shard_size: int = MISSING
+    commit_interval_s: float = MISSING
+    push_to_hub: Optional[str] = MISSING
 
 
 @dataclass

@@ -1,0 +1,134 @@
+"""Every generated sample, committed shard by shard: the generate stage's unit of resume.
+
+A shard is written as `shard-XXXXX.jsonl.tmp`, fsynced, then renamed over its final name
+(os.replace is atomic), so a shard on disk is always whole: a process killed at any moment
+leaves committed shards plus at most a stale .tmp, which is ignored and cleaned up. The set
+of (problem_id, sample_idx) keys in committed shards is exactly what is done; a re-run
+generates the rest. With several worker processes, rank r writes `shard-rR-XXXXX.jsonl`, so
+no two processes ever write one file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+SAMPLES_DIR = "samples"
+SHARD_GLOB = "shard-*.jsonl"
+
+
+def shard_pattern(rank: int, world_size: int) -> re.Pattern:
+    prefix = "shard-" if world_size == 1 else f"shard-r{rank}-"
+    return re.compile(re.escape(prefix) + r"(\d{5,})\.jsonl")
+
+
+def shard_name(seq: int, rank: int, world_size: int) -> str:
+    return f"shard-{seq:05d}.jsonl" if world_size == 1 else f"shard-r{rank}-{seq:05d}.jsonl"
+
+
+def shard_paths(directory: Path) -> list[Path]:
+    return sorted(directory.glob(SHARD_GLOB)) if directory.is_dir() else []
+
+
+def iter_rows(directory: Path) -> Iterator[dict]:
+    """Every committed row, shard by shard (shards are whole by construction)."""
+    for path in shard_paths(directory):
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    yield json.loads(line)
+
+
+def committed_keys(directory: Path) -> dict[tuple[int, int], str]:
+    """(problem_id, sample_idx) -> problem text, for every committed sample."""
+    keys: dict[tuple[int, int], str] = {}
+    duplicates = 0
+    for row in iter_rows(directory):
+        key = (int(row["problem_id"]), int(row["sample_idx"]))
+        if key in keys:
+            duplicates += 1
+        else:
+            keys[key] = row["problem"]
+    if duplicates:  # only two runs writing one output dir at once could cause this
+        log.warning("%d duplicate samples in %s; the first copy of each is used",
+                    duplicates, directory)
+    return keys
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `path` whole or not at all: a .tmp beside it, fsynced, renamed over it."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename itself survives a machine crash only once the directory entry is on disk.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class ShardWriter:
+    """Buffers rows and commits them as one shard every `shard_size` rows or `interval_s`."""
+
+    def __init__(self, directory: Path, *, shard_size: int, interval_s: float, rank: int = 0,
+                 world_size: int = 1):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.shard_size, self.interval_s = shard_size, interval_s
+        self.rank, self.world_size = rank, world_size
+        pattern = shard_pattern(rank, world_size)
+        mine = [int(m.group(1)) for p in self.directory.iterdir()
+                if (m := pattern.fullmatch(p.name))]
+        self.next_seq = max(mine, default=-1) + 1
+        for stale in self.directory.iterdir():  # left by a killed attempt of this rank
+            if stale.suffix == ".tmp" and pattern.fullmatch(stale.name[:-len(".tmp")]):
+                stale.unlink()
+        self.buffer: list[dict] = []
+        self.last_commit = time.monotonic()
+        self.committed_rows = 0
+
+    def add(self, rows: list[dict]) -> int:
+        """Buffer rows; commit when due. Returns the number of rows committed by this call."""
+        self.buffer.extend(rows)
+        due = time.monotonic() - self.last_commit >= self.interval_s
+        if len(self.buffer) >= self.shard_size or (due and self.buffer):
+            return self.commit()
+        return 0
+
+    def commit(self) -> int:
+        if not self.buffer:
+            return 0
+        rows, self.buffer = self.buffer, []
+        text = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
+        write_atomically(self.directory / shard_name(self.next_seq, self.rank, self.world_size), text)
+        self.next_seq += 1
+        self.last_commit = time.monotonic()
+        self.committed_rows += len(rows)
+        return len(rows)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # Also on Ctrl-C or an engine error: what was generated is kept. (A SIGKILL loses the
+        # buffer, never a committed shard.)
+        self.commit()
