@@ -98,12 +98,21 @@ def _settings(cfg, model_source: str, name: str) -> dict:
     """Everything a sample depends on; `limit` and `num_samples` are not (more reuse more)."""
     e = cfg.eval
     return {
-        "model": model_source, "revision": cfg.model.revision, "seed": cfg.seed,
+        "model": model_source, "weights": _weights_stamp(model_source),
+        "revision": cfg.model.revision, "seed": cfg.seed,
         "benchmark": OmegaConf.to_container(cfg.benchmark[name], resolve=True),
         "prompt": e.prompt, "choice_prompt": e.choice_prompt, "system_prompt": e.system_prompt,
         "use_chat_template": e.use_chat_template, "greedy": e.greedy,
         "temperature": e.temperature, "top_p": e.top_p, "max_new_tokens": e.max_new_tokens,
     }
+
+
+def _weights_stamp(model_source: str) -> int | None:
+    """Newest weight file's mtime of a local model dir: a re-saved model (a resumed training
+    run's final save) must not inherit the samples of the weights it replaced."""
+    weights = [p for pattern in ("*.safetensors", "*.bin", "*.gguf")
+               for p in Path(model_source).glob(pattern)] if Path(model_source).is_dir() else []
+    return max((p.stat().st_mtime_ns for p in weights), default=None)
 
 
 def _generate_share(cfg, generator, tokenizer, problems: list[Problem], bench_dir: Path,
