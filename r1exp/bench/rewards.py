@@ -4,7 +4,8 @@
 
 Items: every reference solution of MATH-500, GSM8K test and AIME24 scored against its own answer
 (must be correct), plus a wrong variant of each: the same solution against another problem's
-answer with a different value (must be wrong). The baseline is plain math-verify, serial, in this
+answer with a different value (must be wrong). Both sides score the same chunks of items in
+turn, so that load from other processes on a shared machine falls on both alike. The baseline is plain math-verify, serial, in this
 process, with open-r1's accuracy settings (gold parsed with the default config, wrapped in `$`
 since open-r1's gold strings carry their delimiters; prediction parsed with its
 LatexExtractionConfig; `verify(gold, pred)` with math-verify's own SIGALRM timeouts). Both sides
@@ -27,6 +28,8 @@ from r1exp.rewards.answers import exact_form
 from r1exp.rewards.math_backend import WARM_UP_ANSWERS
 from r1exp.rewards.math_score import worker_count
 
+# Items per call to each side: about one GRPO batch of completions.
+CHUNK = 128
 DATASETS = {"math500": "math500.jsonl", "gsm8k": "gsm8k_test.jsonl", "aime24": "aime24.jsonl"}
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -101,13 +104,20 @@ def run(data_dir: Path, timeout_s: float) -> dict:
         gold, wrong = load_items(data_dir / filename)
         items = gold + wrong
 
-        started = time.perf_counter()
-        base_scores = [baseline.score(completion, answer) for completion, answer in items]
-        baseline_s = time.perf_counter() - started
-
-        started = time.perf_counter()
-        results = grade_math([c for c, _ in items], [a for _, a in items], timeout_s=timeout_s)
-        r1exp_s = time.perf_counter() - started
+        base_scores, results, baseline_s, r1exp_s = [], [], 0.0, 0.0
+        # Alternate the two sides over chunks (and which goes first), so that both see the same
+        # machine load: on a shared machine the load drifts within seconds.
+        for number, start in enumerate(range(0, len(items), CHUNK)):
+            chunk = items[start:start + CHUNK]
+            for side in ("baseline", "r1exp") if number % 2 == 0 else ("r1exp", "baseline"):
+                started = time.perf_counter()
+                if side == "baseline":
+                    base_scores += [baseline.score(c, a) for c, a in chunk]
+                    baseline_s += time.perf_counter() - started
+                else:
+                    results += grade_math([c for c, _ in chunk], [a for _, a in chunk],
+                                          timeout_s=timeout_s)
+                    r1exp_s += time.perf_counter() - started
 
         rows.append({
             "dataset": name,
