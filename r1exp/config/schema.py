@@ -21,6 +21,19 @@ class GGUFSource:
 
 
 @dataclass
+class ModelArchitecture:
+    """The network's shape, for the memory-fit check (r1exp/config/memory.py)."""
+
+    hidden_size: int = MISSING
+    num_layers: int = MISSING
+    num_attention_heads: int = MISSING
+    num_kv_heads: int = MISSING
+    intermediate_size: int = MISSING
+    vocab_size: int = MISSING
+    tie_word_embeddings: bool = MISSING
+
+
+@dataclass
 class ModelConfig:
     name: str = MISSING
     path: Optional[str] = MISSING
@@ -29,6 +42,7 @@ class ModelConfig:
     trust_remote_code: bool = MISSING
     chat_template: Optional[str] = MISSING
     num_parameters: float = MISSING
+    architecture: Optional[ModelArchitecture] = MISSING
 
 
 @dataclass
@@ -62,6 +76,17 @@ class VLLMConfig:
 
 
 @dataclass
+class PerfConfig:
+    """Speed levers that keep the maths the same (r1exp/perf/fast_paths.py)."""
+
+    liger_kernel: bool = MISSING
+    torch_compile: bool = MISSING
+    fused_optimizer: bool = MISSING
+    packed_attention: str = MISSING
+    compiled_generation: bool = MISSING
+
+
+@dataclass
 class HardwareConfig:
     name: str = MISSING
     accelerator: str = MISSING
@@ -76,6 +101,7 @@ class HardwareConfig:
     distributed: str = MISSING
     generation_backend: str = MISSING
     vllm: VLLMConfig = MISSING
+    perf: PerfConfig = MISSING
     lacks: List[str] = MISSING
     env: Dict[str, str] = MISSING
 
