@@ -26,6 +26,7 @@ def run(cfg) -> dict[str, float]:
 
     from r1exp.data.loading import load_split, require_columns
     from r1exp.models.loading import load_tokenizer, resolve_model_dir
+    from r1exp.perf import accelerate_trainer
     from r1exp.rewards import RewardHealthCallback, build_reward_functions
     from r1exp.stages.training import checkpoint_to_resume, final_metrics, peft_config, save_final
     from r1exp.tracking.callback import CompletionTableCallback, MlflowMetricsCallback
@@ -51,6 +52,7 @@ def run(cfg) -> dict[str, float]:
             CompletionTableCallback(every_steps=cfg.grpo.log_completions_steps),
         ],
     )
+    accelerate_trainer(trainer, cfg)  # the profile's speed levers TRL has no argument for
     result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(cfg))
     model_out = save_final(trainer, tokenizer, cfg)
     metrics = final_metrics(trainer, result)

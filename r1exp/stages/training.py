@@ -14,6 +14,8 @@ FINAL_MODEL_DIR = "model"
 
 def trainer_kwargs(cfg, plan: Plan) -> dict:
     """Keyword arguments for a TRL config (SFTConfig / GRPOConfig) from train + hardware."""
+    from r1exp.perf import trainer_arguments
+
     train, hw = cfg.train, cfg.hardware
     return dict(
         output_dir=str(Path(cfg.paths.output_dir) / "checkpoints"),
@@ -39,16 +41,18 @@ def trainer_kwargs(cfg, plan: Plan) -> dict:
         gradient_checkpointing_kwargs={"use_reentrant": False} if hw.gradient_checkpointing else None,
         report_to="none",  # r1exp's own callback logs to the controller's MLflow run
         disable_tqdm=False,
-    )
+    ) | trainer_arguments(cfg)  # the profile's speed levers (r1exp/perf), e.g. the fused optimizer
 
 
 def model_init_kwargs(cfg) -> dict:
     """How TRL should load the model (it loads it itself so it can also load a reference)."""
+    from r1exp.perf import training_attention
+
     hw = cfg.hardware
     kwargs = {
         "dtype": TORCH_DTYPES[hw.dtype],
-        "attn_implementation": resolve_attn_implementation(
-            hw.attn_implementation, hw.dtype, hw.accelerator
+        "attn_implementation": training_attention(  # packed sft: flex unless flash-attn is there
+            cfg, resolve_attn_implementation(hw.attn_implementation, hw.dtype, hw.accelerator)
         ),
         "trust_remote_code": cfg.model.trust_remote_code,
     }

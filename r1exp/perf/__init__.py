@@ -1,0 +1,22 @@
+"""Speed levers of the hardware profile (`hardware.perf`), applied by the training stages.
+
+Each lever keeps the training maths the same and is a knob in YAML; `docs/performance.md`
+says what each one measured on an H100. `python -m r1exp.bench.gpu` measures them against
+plain TRL.
+"""
+
+from r1exp.perf.fast_paths import (
+    PACKED_ATTENTIONS,
+    accelerate_trainer,
+    check,
+    trainer_arguments,
+    training_attention,
+)
+
+__all__ = [
+    "PACKED_ATTENTIONS",
+    "accelerate_trainer",
+    "check",
+    "trainer_arguments",
+    "training_attention",
+]

@@ -1,0 +1,133 @@
+"""The profile's speed levers (`hardware.perf`) as TRL arguments and trainer switches.
+
+Where each lever applies, and why (numbers in docs/performance.md):
+- `fused_optimizer`: `adamw_torch` runs as `adamw_torch_fused`, one kernel for all tensors
+  instead of a chain of foreach ops with temporaries (sft and grpo, CUDA only).
+- `liger_kernel`: Liger's Triton RMSNorm / SwiGLU / RoPE (sft). TRL keeps its own chunked
+  LM head, so the 152k-vocabulary logits are never materialised either way. Not for grpo,
+  whose time goes to generation.
+- `packed_attention`: packed sft batches are flattened into one row (TRL's padding-free
+  `bfd` packing). sdpa has no variable-length kernel, so with it every token attends over
+  the whole flattened batch under a dense mask; `flex_attention` skips the blocks outside
+  each document. flash-attn, where installed, does varlen itself and is kept.
+- `torch_compile`: compiles the training model (sft). Packed flex batches are padded to one
+  static length so it compiles once.
+- `compiled_generation`: grpo's transformers generation decodes with a static KV cache and
+  a `torch.compile`d forward replayed as CUDA graphs; TRL builds its GenerationConfig with
+  compilation disabled, so the stage switches it back on after building the trainer.
+  Prompts are padded to a multiple of 64 tokens so the cache length, and so the graphs,
+  change rarely.
+
+Nothing here imports torch at module level: the controller imports this for dry runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+from omegaconf import OmegaConf
+
+from r1exp.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PACKED_ATTENTIONS = ("flex_attention", "sdpa")
+# Attention kernels that take the packed row's document boundaries natively (varlen).
+VARLEN_ATTENTIONS = ("flash_attention_2", "flash_attention_3")
+# Prompts are left-padded to a multiple of this under compiled generation (few cache shapes).
+GENERATION_PROMPT_MULTIPLE = 64
+
+
+def check(cfg) -> None:
+    """Cheap validation of `hardware.perf` (ConfigError names the key and what is allowed)."""
+    perf = cfg.hardware.perf
+    if perf.packed_attention not in PACKED_ATTENTIONS:
+        raise ConfigError(
+            f"hardware.perf.packed_attention={perf.packed_attention!r} is not allowed; "
+            f"choose one of: {', '.join(PACKED_ATTENTIONS)}"
+        )
+    if cfg.hardware.accelerator != "cuda":
+        for key in ("liger_kernel", "compiled_generation", "fused_optimizer"):
+            if perf[key]:
+                raise ConfigError(
+                    f"hardware.perf.{key}=true on the {cfg.hardware.accelerator} profile "
+                    f"'{cfg.hardware.name}': it needs a CUDA device; use hardware.perf.{key}=false"
+                )
+
+
+def packs_into_one_row(cfg) -> bool:
+    """Whether sft batches are TRL's padding-free packing (documents flattened into one row)."""
+    if cfg.stage != "sft" or not cfg.sft.packing:
+        return False
+    # `bfd` is TRL's default strategy; `wrapped` keeps rows and cuts documents instead.
+    return OmegaConf.select(cfg, "sft.packing_strategy", default="bfd") in ("bfd", "bfd_split")
+
+
+def training_attention(cfg, resolved: str) -> str:
+    """The attention the training model loads with, given the profile's resolved choice."""
+    if packs_into_one_row(cfg) and resolved not in VARLEN_ATTENTIONS:
+        return cfg.hardware.perf.packed_attention
+    return resolved
+
+
+def trainer_arguments(cfg) -> dict:
+    """Arguments for TRL's SFTConfig / GRPOConfig that the profile's levers imply.
+
+    They override what `r1exp.stages.training.trainer_kwargs` sets (e.g. `optim`).
+    """
+    perf, hw = cfg.hardware.perf, cfg.hardware
+    args: dict = {}
+    if perf.fused_optimizer and hw.accelerator == "cuda" and cfg.train.optim == "adamw_torch":
+        args["optim"] = "adamw_torch_fused"
+    if cfg.stage == "sft":
+        if perf.liger_kernel:
+            _require("liger_kernel", "hardware.perf.liger_kernel", "liger-kernel")
+            args["use_liger_kernel"] = True
+        if perf.torch_compile:
+            args["torch_compile"] = True
+        if packs_into_one_row(cfg) and (perf.torch_compile or _uses_flex(cfg)):
+            # One static row length: flex attention and torch.compile then compile once.
+            args["pad_to_multiple_of"] = hw.per_device_train_batch_size * cfg.sft.max_length
+    if cfg.stage == "grpo" and compiles_generation(cfg):
+        args["cache_implementation"] = "static"
+        args["pad_to_multiple_of"] = GENERATION_PROMPT_MULTIPLE
+    return args
+
+
+def compiles_generation(cfg) -> bool:
+    hw = cfg.hardware
+    return bool(hw.perf.compiled_generation) and hw.generation_backend == "transformers"
+
+
+def accelerate_trainer(trainer, cfg) -> None:
+    """Switches TRL has no argument for; the stage calls this right after building the trainer."""
+    if cfg.stage == "grpo" and compiles_generation(cfg):
+        generation_config = getattr(trainer, "generation_config", None)
+        if generation_config is None:  # vLLM generation: nothing to compile here
+            return
+        from transformers import CompileConfig
+
+        # TRL passes disable_compile=True; with a static cache, generate() then compiles the
+        # decode step (prefill stays eager) and replays it as CUDA graphs. Static shapes: the
+        # batch and the cache length are fixed per call, so each shape compiles once.
+        from r1exp.perf.generation import reuse_static_cache
+
+        generation_config.disable_compile = False
+        generation_config.compile_config = CompileConfig(dynamic=False, mode="reduce-overhead")
+        reuse_static_cache(trainer.model)
+        log.info("grpo generation: static KV cache, compiled decode (CUDA graphs)")
+
+
+def _uses_flex(cfg) -> bool:
+    from r1exp.models.loading import resolve_attn_implementation
+
+    hw = cfg.hardware
+    resolved = resolve_attn_implementation(hw.attn_implementation, hw.dtype, hw.accelerator)
+    return training_attention(cfg, resolved) == "flex_attention"
+
+
+def _require(module: str, key: str, package: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{key}=true but {package} is not installed; "
+                          f"`pip install {package}` or set {key}=false")
