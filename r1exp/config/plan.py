@@ -6,11 +6,12 @@ on one 12 GB card or an 8-GPU node; only gradient accumulation changes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from r1exp.config.memory import MemoryEstimate, check_fit, estimate_for_plan
 from r1exp.errors import ConfigError
 from r1exp.launch import rendezvous
 
@@ -27,11 +28,16 @@ class Plan:
     global_batch_size: int
     generation_devices: int
     launch_command: tuple[str, ...]
+    # Peak memory per device, term by term (r1exp/config/memory.py); None: not checked.
+    memory: MemoryEstimate | None = field(default=None, compare=False)
 
     def render(self) -> str:
         """The lines `dry_run=true` prints (one `key: value` per line)."""
-        lines = [f"{key}: {value}" for key, value in asdict(self).items() if key != "launch_command"]
+        lines = [f"{key}: {value}" for key, value in asdict(self).items()
+                 if key not in ("launch_command", "memory")]
         lines.append("launch_command: " + " ".join(self.launch_command))
+        if self.memory is not None:
+            lines.append(self.memory.render())
         return "\n".join(lines)
 
 
@@ -59,10 +65,15 @@ def make_plan(cfg: DictConfig, resolved_yaml: str = "<run_dir>/resolved.yaml") -
     per_device = hw.per_device_train_batch_size
     global_batch = cfg.train.global_batch_size
     accumulation = 1
+    memory = None
+    _check_perf(cfg)
     if cfg.stage in TRAINING_STAGES:
         accumulation = _accumulation(global_batch, world_size, per_device)
         if cfg.stage == "grpo":
             _check_generation_groups(cfg, global_batch)
+        if hw.device_memory_gb is not None:  # fails here, before anything loads, if it can't fit
+            memory = estimate_for_plan(cfg, world_size, per_device, accumulation)
+            check_fit(cfg, memory, world_size, per_device, accumulation)
     return Plan(
         stage=cfg.stage,
         world_size=world_size,
@@ -71,7 +82,14 @@ def make_plan(cfg: DictConfig, resolved_yaml: str = "<run_dir>/resolved.yaml") -
         global_batch_size=global_batch if cfg.stage in TRAINING_STAGES else world_size * per_device,
         generation_devices=generation_devices,
         launch_command=launch_command(cfg, world_size, resolved_yaml),
+        memory=memory,
     )
+
+
+def _check_perf(cfg: DictConfig) -> None:
+    from r1exp.perf import check
+
+    check(cfg)
 
 
 def _accumulation(global_batch: int, world_size: int, per_device: int) -> int:
