@@ -1,4 +1,4 @@
-"""Eval stage pieces that need no model: pass@k, batching, choice prompts, config, outputs, resume."""
+"""Eval pieces that need no model: pass@k, batching, choice prompts, config, outputs, resume."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from test_config import composed
 
 from r1exp.errors import ConfigError
 from r1exp.eval import outputs
@@ -16,8 +16,6 @@ from r1exp.eval.backends.hf import plan_batches
 from r1exp.eval.benchmarks import choice_prompt
 from r1exp.eval.passk import pass_at_k, summarize
 from r1exp.launch.controller import prepare
-
-from test_config import composed
 
 
 @pytest.mark.parametrize("n,c,k,expected", [
@@ -52,7 +50,8 @@ def test_batches_cover_every_request_within_the_token_budget():
     lengths = [5, 50, 7, 30, 30, 2, 90, 11]
     batches = plan_batches(lengths, max_new_tokens=10, batch_tokens=200, max_rows=3)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    assert [lengths[b[0]] for b in batches] == sorted((lengths[b[0]] for b in batches), reverse=True)
+    firsts = [lengths[b[0]] for b in batches]
+    assert firsts == sorted(firsts, reverse=True)
     for batch in batches:
         assert len(batch) <= 3
         longest = max(lengths[i] for i in batch)
@@ -156,7 +155,8 @@ class EchoGenerator:
 
     @classmethod
     def from_config(cls, cfg, model_cfg, tokenizer, sampling):
-        rows = [json.loads(line) for line in Path(cfg.benchmark.gsm8k.path).read_text().splitlines()]
+        lines = Path(cfg.benchmark.gsm8k.path).read_text().splitlines()
+        rows = [json.loads(line) for line in lines]
         return cls([row["answer"] for row in rows])
 
     def generate(self, requests):
@@ -170,8 +170,8 @@ class EchoGenerator:
 
 
 def test_an_interrupted_eval_resumes_without_regenerating(tmp_path, monkeypatch, shared_data):
-    import r1exp.eval.runner as runner
-    import r1exp.models.loading as loading
+    from r1exp.eval import runner
+    from r1exp.models import loading
 
     rows = (shared_data / "gsm8k_test.jsonl").read_text().splitlines()[:5]
     local = tmp_path / "gsm8k5.jsonl"

@@ -37,7 +37,7 @@ def test_solutions_against_another_problems_answer_score_about_zero(shared_data,
 
 
 def test_choice_answers_score_by_letter():
-    text, gold = choice_prompt("Which?", ["right", "w1", "w2", "w3"], "Answer.", seed="1:gpqa:0")
+    _, gold = choice_prompt("Which?", ["right", "w1", "w2", "w3"], "Answer.", seed="1:gpqa:0")
     other = next(letter for letter in "ABCD" if letter != gold)
     graded = grade_math([f"so \\boxed{{{gold}}}", f"so \\boxed{{{other}}}"], [gold, gold])
     assert [g.score for g in graded] == [1.0, 0.0]

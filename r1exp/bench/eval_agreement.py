@@ -44,7 +44,8 @@ scores = []
 for line in sys.stdin:
     item = json.loads(line)
     doc = Doc(query="", choices=[item["gold"]], gold_index=0)
-    scores.append(float(metric.compute(doc=doc, model_response=ModelResponse(text=[item["prediction"]]))))
+    response = ModelResponse(text=[item["prediction"]])
+    scores.append(float(metric.compute(doc=doc, model_response=response)))
 print(json.dumps(scores))
 """
 
@@ -126,7 +127,8 @@ def table(items, ours, theirs, peer_label: str) -> tuple[str, dict]:
         row[1] += a >= 0.5
         row[2] += b >= 0.5
         row[3] += (a >= 0.5) == (b >= 0.5)
-    lines = [f"{'predictions':36} {'items':>6} {'r1exp ok':>9} {peer_label + ' ok':>16} {'agree':>7}"]
+    peer_ok = peer_label + " ok"
+    lines = [f"{'predictions':36} {'items':>6} {'r1exp ok':>9} {peer_ok:>16} {'agree':>7}"]
     for kind, (n, a, b, same) in by_kind.items():
         lines.append(f"{kind:36} {n:6d} {a:9d} {b:16d} {same / n:7.2%}")
     total = sum(r[0] for r in by_kind.values())
@@ -173,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"prediction tail={item['prediction'][-120:]!r}")
     # "expected" compares strings, so an equivalent neighbour answer (0.5 vs \\frac12) counts here
     wrong_expected = sum(1 for item, a in zip(items, ours)
-                         if item["expected"] is not None and (a >= 0.5) != (item["expected"] >= 0.5))
+                         if item["expected"] is not None
+                         and (a >= 0.5) != (item["expected"] >= 0.5))
     summary.update(peer=label, r1exp_seconds=round(r1exp_s, 2), peer_seconds=round(peer_s, 2),
                    r1exp_vs_expected_differences=wrong_expected,
                    speed_ratio_r1exp_vs_peer=round(peer_s / r1exp_s, 2) if r1exp_s else None)

@@ -1,6 +1,7 @@
 """Eval generation throughput: r1exp's transformers backend vs plain `model.generate`.
 
-    python -m r1exp.bench.eval_throughput --shape 1.5b --prompts 256 --prompt-len 256 --new-tokens 512
+    python -m r1exp.bench.eval_throughput --shape 1.5b --prompts 256 --prompt-len 256 \
+        --new-tokens 512
     python -m r1exp.bench.eval_throughput --shape tiny       # CPU smoke: seconds
 
 A random-weight Qwen2 model of the given shape is built from `Qwen2Config(...)` (no hub), and
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-len", type=int, default=None, help="default: 256 / 32")
     parser.add_argument("--new-tokens", type=int, default=None, help="default: 512 / 16")
     parser.add_argument("--batch-tokens", type=int, default=None,
-                        help="r1exp's token budget per batch; default: 64 rows' worth (1.5b), 8 (tiny)")
+                        help="r1exp's token budget per batch; default: max-rows rows' worth")
     parser.add_argument("--max-rows", type=int, default=None, help="default: 64 / 8")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,

@@ -38,7 +38,8 @@ def check_benchmarks(cfg, names, key: str) -> None:
             )
         spec = known[name]
         if spec.task not in TASKS:
-            raise ConfigError(f"benchmark.{name}.task={spec.task!r}; choose one of: {', '.join(TASKS)}")
+            raise ConfigError(f"benchmark.{name}.task={spec.task!r}; "
+                              f"choose one of: {', '.join(TASKS)}")
         if spec.task == "choice" and not spec.choice_columns:
             raise ConfigError(f"benchmark.{name}.task=choice needs benchmark.{name}.choice_columns "
                               "(the correct option's column first)")
@@ -85,7 +86,8 @@ def _problem(cfg, name: str, spec, problem_id: str, row: dict) -> Problem:
     return Problem(name, problem_id, tuple(messages), gold)
 
 
-def choice_prompt(question: str, options: list[str], instruction: str, *, seed: str) -> tuple[str, str]:
+def choice_prompt(question: str, options: list[str], instruction: str, *,
+                  seed: str) -> tuple[str, str]:
     """The question with its options in a per-problem shuffled order, and the gold letter.
 
     `options[0]` is the correct one. The order depends only on `seed` (run seed, benchmark and

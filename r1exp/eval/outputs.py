@@ -12,8 +12,8 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 log = logging.getLogger(__name__)
 EVAL_DIR = "eval"
@@ -83,7 +83,7 @@ class SampleLog:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "SampleLog":
+    def __enter__(self) -> SampleLog:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -8,7 +8,7 @@ then the mean score over samples, which is what R1 reports.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

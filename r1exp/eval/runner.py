@@ -18,12 +18,12 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from r1exp.errors import ConfigError
 from r1exp.eval import outputs
 from r1exp.eval.backends import GENERATORS, PEERS, load, peer
 from r1exp.eval.backends.base import Request, Sampling
 from r1exp.eval.benchmarks import Problem, check_benchmarks, load_problems
 from r1exp.eval.passk import k_values, summarize
-from r1exp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 BARRIER_POLL_S = 2.0
@@ -41,7 +41,9 @@ def evaluate_model(cfg, model_dir: str | None = None, benchmarks=None,
     names = list(cfg.eval.benchmarks if benchmarks is None else benchmarks)
     check_benchmarks(cfg, names, "eval.benchmarks" if benchmarks is None else "train.benchmarks")
     out = Path(out_dir) if out_dir is not None else Path(cfg.paths.output_dir) / outputs.EVAL_DIR
-    model_cfg = cfg.model if model_dir is None else OmegaConf.merge(cfg.model, {"path": str(model_dir)})
+    model_cfg = cfg.model
+    if model_dir is not None:
+        model_cfg = OmegaConf.merge(cfg.model, {"path": str(model_dir)})
     rank, world_size = _rank()
     run = _tracked_run() if rank == 0 else None
     if cfg.eval.backend in PEERS:
@@ -88,7 +90,8 @@ def _generate_and_score(cfg, model_cfg, names, out: Path, rank: int, world_size:
             records = outputs.read_samples(bench_dir, config_hash)
             results["benchmarks"][name] = _summary(cfg, problems, records, stats)
             if run is not None:
-                run.log_metrics(outputs.mlflow_metrics({"benchmarks": {name: results["benchmarks"][name]}}))
+                only_this = {"benchmarks": {name: results["benchmarks"][name]}}
+                run.log_metrics(outputs.mlflow_metrics(only_this))
     finally:
         generator.close()
     return results
@@ -251,4 +254,5 @@ def check_eval_settings(cfg) -> None:
         raise ConfigError(f"eval.backend=vllm but hardware '{cfg.hardware.name}' has no vLLM "
                           "build; use eval.backend=transformers")
     if e.backend == "vllm" and e.vllm.tensor_parallel_size < 1:
-        raise ConfigError(f"eval.vllm.tensor_parallel_size={e.vllm.tensor_parallel_size} must be >= 1")
+        raise ConfigError(f"eval.vllm.tensor_parallel_size={e.vllm.tensor_parallel_size} "
+                          "must be >= 1")

@@ -28,6 +28,6 @@ class Sampling:
     seed: int
 
     @classmethod
-    def from_eval(cls, eval_cfg, seed: int) -> "Sampling":
+    def from_eval(cls, eval_cfg, seed: int) -> Sampling:
         return cls(bool(eval_cfg.greedy), float(eval_cfg.temperature), float(eval_cfg.top_p),
                    int(eval_cfg.max_new_tokens), int(seed))

@@ -10,7 +10,7 @@ The model's own generation_config is not used: a checkpoint's repetition_penalty
 from __future__ import annotations
 
 import logging
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from r1exp.eval.backends.base import Completion, Request, Sampling
 
@@ -65,7 +65,7 @@ class TransformersGenerator:
         torch.manual_seed(sampling.seed)
 
     @classmethod
-    def from_config(cls, cfg, model_cfg, tokenizer, sampling: Sampling) -> "TransformersGenerator":
+    def from_config(cls, cfg, model_cfg, tokenizer, sampling: Sampling) -> TransformersGenerator:
         import os
 
         from r1exp.models.loading import load_model

@@ -14,7 +14,7 @@ starts, as vLLM's data-parallel example does.
 from __future__ import annotations
 
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from r1exp.eval.backends.base import Completion, Request, Sampling
 
@@ -29,7 +29,7 @@ class VLLMGenerator:
         self.llm, self.sampling = llm, sampling
 
     @classmethod
-    def from_config(cls, cfg, model_cfg, tokenizer, sampling: Sampling) -> "VLLMGenerator":
+    def from_config(cls, cfg, model_cfg, tokenizer, sampling: Sampling) -> VLLMGenerator:
         v = cfg.eval.vllm
         _claim_gpus(int(os.environ.get("LOCAL_RANK", "0")), v.tensor_parallel_size)
         from vllm import LLM
