@@ -27,13 +27,13 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 def _daemons_running(state: Path) -> bool:
+    """Whether start_local_slurm.sh's daemons run (a pid file alone may name a reused pid)."""
     for name in ("slurmctld", "slurmd"):
-        pidfile = state / f"{name}.pid"
-        if not pidfile.is_file():
-            return False
         try:
-            os.kill(int(pidfile.read_text().strip()), 0)
-        except (ValueError, OSError):
+            pid = (state / f"{name}.pid").read_text().strip()
+            if Path(f"/proc/{pid}/comm").read_text().strip() != name:
+                return False
+        except OSError:
             return False
     return True
 

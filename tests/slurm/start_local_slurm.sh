@@ -95,17 +95,18 @@ else
     CONF_CHANGED=0
 fi
 
-running() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A pid file names our daemon only while that pid is still that program (pids get reused).
+running() { [[ -s $STATE/$1.pid ]] && grep -qx "$1" "/proc/$(cat "$STATE/$1.pid")/comm" 2>/dev/null; }
 
-if running "$STATE/slurmctld.pid" && [[ $CONF_CHANGED == 1 ]]; then
+if running slurmctld && [[ $CONF_CHANGED == 1 ]]; then
     log "slurm.conf changed: reconfiguring"
     scontrol reconfigure >&2 || true
 fi
-if ! running "$STATE/slurmctld.pid"; then
+if ! running slurmctld; then
     log "starting slurmctld"
     slurmctld -f "$CONF" -c   # -c: forget jobs an earlier test cluster left in STATE
 fi
-if ! running "$STATE/slurmd.pid"; then
+if ! running slurmd; then
     log "starting slurmd"
     slurmd -f "$CONF"
 fi

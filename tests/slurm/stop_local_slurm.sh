@@ -7,7 +7,7 @@ for name in slurmd slurmctld munged; do
     pidfile=$STATE/$name.pid
     [[ -s $pidfile ]] || continue
     pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null && grep -q "$name" "/proc/$pid/comm" 2>/dev/null; then
+    if grep -qx "$name" "/proc/$pid/comm" 2>/dev/null; then   # still ours, not a reused pid
         kill "$pid"
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     fi
