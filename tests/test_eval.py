@@ -204,3 +204,7 @@ def test_an_interrupted_eval_resumes_without_regenerating(tmp_path, monkeypatch,
     EchoGenerator.generated = []
     runner.evaluate_model(cfg)  # everything done: nothing to generate
     assert EchoGenerator.generated == []
+
+    from r1exp.stages.eval import resumable
+
+    assert resumable(tmp_path) and not resumable(tmp_path / "elsewhere")

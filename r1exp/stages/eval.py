@@ -18,6 +18,20 @@ def check(cfg) -> None:
     check_eval(cfg, cfg.eval.benchmarks, "eval.benchmarks")
 
 
+def resumable(run_dir) -> bool:
+    """Whether an unfinished run dir holds finished samples worth continuing from.
+
+    For r1exp.launch.resume: an eval run has no trainer checkpoint; its progress is the
+    per-sample JSONL under `<run dir>/eval/<benchmark>/`.
+    """
+    from pathlib import Path
+
+    from r1exp.eval.outputs import EVAL_DIR, SAMPLES_GLOB
+
+    return any(path.stat().st_size > 0
+               for path in (Path(run_dir) / EVAL_DIR).glob(f"*/{SAMPLES_GLOB}"))
+
+
 def run(cfg) -> dict[str, float]:
     from r1exp.eval import evaluate_model
 
