@@ -373,9 +373,10 @@ def _remedy(cfg, work: Workload, device: float) -> str:
         chosen.append(knob)
         if total <= device:
             return f"fix: {' '.join(chosen)} together (~{total / GB:.1f} GB)"
-    best = estimate(current).total
-    return (f"even {' '.join(chosen)} leaves ~{best / GB:.1f} GB: use a smaller model (model=...) "
-            f"or a profile with more memory per device (hardware=...)")
+    best = estimate(current)
+    return (f"even with {' '.join(chosen)} it needs ~{best.total / GB:.1f} GB (the weights alone "
+            f"are {best.terms['weights'] / GB:.1f} GB): use a smaller model (model=...) or a "
+            f"profile with more memory per device (hardware=...)")
 
 
 def _candidate_fixes(cfg, work: Workload) -> list[tuple[str, Workload]]:
