@@ -65,7 +65,8 @@ def _generate_and_score(cfg, model_cfg, names, out: Path, rank: int, world_size:
     from r1exp.models.loading import load_tokenizer, resolve_model_dir
     from r1exp.rewards import start_scoring_workers
 
-    start_scoring_workers()  # fork the scorers before the model makes this process big
+    # Fork the scorers before the model makes this process big; they warm up while it loads.
+    start_scoring_workers(wait=False)
     tokenizer = load_tokenizer(model_cfg, cfg.paths.cache_dir)
     sampling = Sampling.from_eval(cfg.eval, cfg.seed + rank)
     generator = load(GENERATORS[cfg.eval.backend]).from_config(cfg, model_cfg, tokenizer, sampling)
