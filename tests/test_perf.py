@@ -15,8 +15,7 @@ from r1exp.bench import gpu
 from r1exp.config.plan import make_plan
 from r1exp.config.validate import validate
 from r1exp.errors import ConfigError
-from r1exp.perf import accelerate_trainer, check, trainer_arguments, training_attention
-from r1exp.perf import fast_paths
+from r1exp.perf import accelerate_trainer, check, fast_paths, trainer_arguments, training_attention
 from r1exp.perf.generation import reuse_static_cache
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
