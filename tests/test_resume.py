@@ -113,6 +113,14 @@ def test_adopting_a_run_moves_the_paths_and_leaves_a_pointer(tmp_path):
     assert (tmp_path / "runs" / "d" / "now" / RESUMED_IN_FILE).read_text().strip() == str(earlier)
 
 
+def test_rerun_in_the_same_dir_continues_there(tmp_path):
+    now = typed(tmp_path / "runs" / "d" / "run")
+    make_run(tmp_path / "runs" / "d" / "run", now)  # hydra.run.dir fixed: same dir again
+    assert find_resumable_run(now) == tmp_path / "runs" / "d" / "run"
+    assert adopt_run(now, tmp_path / "runs" / "d" / "run") is now
+    assert not (tmp_path / "runs" / "d" / "run" / RESUMED_IN_FILE).exists()
+
+
 def test_a_run_dir_has_one_controller_at_a_time(tmp_path):
     cfg = typed(tmp_path)
     claim = RunClaim(tmp_path, cfg)

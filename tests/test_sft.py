@@ -130,11 +130,21 @@ def test_runner_end_to_end_with_a_tiny_model(tmp_path, lora):
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()
 
 
+def test_assistant_only_loss_on_a_template_trl_cannot_mark_is_a_config_error(tmp_path):
+    from r1exp.stages import sft
+
+    model_dir = tiny_model_dir(tmp_path / "tiny")  # ChatML fallback: no generation markers
+    cfg = prepare(composed(["experiment=smoke-sft", f"model.path={model_dir}", "logger=none",
+                            "sft.loss_on=assistant"], run_dir=tmp_path / "run"))[0]
+    with pytest.raises(ConfigError, match="sft.loss_on=assistant needs a chat template"):
+        sft.run(cfg)
+
+
 # --- end to end through the CLI on the embedded SmolLM2 (slow) ----------------------------
 
-SMOKE = ["experiment=smoke-sft", "train.max_steps=6", "train.save_steps=6",
+SMOKE = ["experiment=smoke-sft", "train.max_steps=4", "train.save_steps=4",
          "train.global_batch_size=2", "hardware.per_device_train_batch_size=2",
-         "dataset.max_samples=4", "dataset.test_size=null"]  # 3 passes over 4 fixed rows
+         "dataset.max_samples=4", "dataset.test_size=null"]  # 2 passes over 4 fixed rows
 
 
 @pytest.fixture(scope="module")
@@ -154,12 +164,12 @@ def test_smoke_run_lowers_the_loss_and_streams_it_to_mlflow(smoke_run):
 
     run_dir = smoke_run / "run"
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["train/global_step"] == 6
+    assert metrics["train/global_step"] == 4
     assert metrics["train/last_loss"] < 0.7 * metrics["train/first_loss"], metrics
     client = MlflowClient(tracking_uri=f"sqlite:///{smoke_run}/mlflow.db")
     run_id = (run_dir / "mlflow_run_id").read_text().strip()
     assert client.get_run(run_id).info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(run_id, "loss")] == [1, 2, 3, 4, 5, 6]
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == [1, 2, 3, 4]
 
 
 @pytest.mark.slow

@@ -95,6 +95,8 @@ def adopt_run(cfg: DictConfig, run_dir: Path) -> DictConfig:
     from r1exp.config.validate import validate
 
     old = str(cfg.paths.output_dir)
+    if Path(old).resolve() == Path(run_dir).resolve():  # rerun in the same dir: nothing moves
+        return cfg
     Path(old).mkdir(parents=True, exist_ok=True)
     (Path(old) / RESUMED_IN_FILE).write_text(f"{run_dir}\n")
 

@@ -61,6 +61,8 @@ def run(cfg) -> dict[str, float]:
     _check_context_length(model_dir, cfg)
     tokenizer = load_tokenizer(cfg.model, cfg.paths.cache_dir)
     added_tokens = ensure_chat_template(tokenizer)
+    if cfg.sft.loss_on == "assistant":
+        _check_assistant_masks(tokenizer, cfg)
     eos_token = cfg.sft.eos_token or end_of_turn_token(tokenizer)
     log.info("end-of-turn / EOS token: %r", eos_token)
 
@@ -114,6 +116,20 @@ def _check_context_length(model_dir: str, cfg) -> None:
     if limit is not None and cfg.sft.max_length > limit:
         raise ConfigError(f"sft.max_length={cfg.sft.max_length} exceeds model '{cfg.model.name}' "
                           f"max_position_embeddings={limit}; use sft.max_length={limit} or less")
+
+
+def _check_assistant_masks(tokenizer, cfg) -> None:
+    """TRL marks assistant turns only in templates it knows; say so before loading data."""
+    from trl.chat_template_utils import get_training_chat_template
+
+    try:
+        get_training_chat_template(tokenizer)
+    except ValueError:
+        raise ConfigError(
+            f"sft.loss_on=assistant needs a chat template with {{% generation %}} markers, and "
+            f"TRL cannot add them to the template of model '{cfg.model.name}'; use "
+            "sft.loss_on=completion (the final reply) or set model.chat_template to one with them"
+        ) from None
 
 
 def _model(model_dir: str, cfg, plan, added_tokens: list[str], tokenizer, lora):
