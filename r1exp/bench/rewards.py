@@ -10,7 +10,10 @@ process, with open-r1's accuracy settings (gold parsed with the default config, 
 since open-r1's gold strings carry their delimiters; prediction parsed with its
 LatexExtractionConfig; `verify(gold, pred)` with math-verify's own SIGALRM timeouts). Both sides
 first parse the same warm-up answers, so neither pays for a cold LaTeX parser in the timing;
-r1exp's worker start-up is reported separately. The last line is JSON.
+r1exp's worker start-up is reported separately. CPU seconds (r1exp: this process plus its
+workers) are reported beside wall time: on a machine shared with other sessions, Linux's autogroup
+scheduler gives this session one share however many processes it runs, so there the wall-time
+speedup shrinks towards the ratio of CPU work. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -89,6 +92,19 @@ class OpenR1Accuracy:
             return 0.0
 
 
+def children_cpu_seconds() -> float:
+    """CPU time of this process's live children (the scoring workers), from Linux /proc."""
+    total = 0.0
+    for children in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        for pid in children.read_text().split():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def run(data_dir: Path, timeout_s: float) -> dict:
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     baseline = OpenR1Accuracy()
@@ -104,26 +120,30 @@ def run(data_dir: Path, timeout_s: float) -> dict:
         gold, wrong = load_items(data_dir / filename)
         items = gold + wrong
 
-        base_scores, results, baseline_s, r1exp_s = [], [], 0.0, 0.0
+        base_scores, results, baseline_s, r1exp_s, baseline_cpu, r1exp_cpu = [], [], 0, 0, 0, 0
         # Alternate the two sides over chunks (and which goes first), so that both see the same
         # machine load: on a shared machine the load drifts within seconds.
         for number, start in enumerate(range(0, len(items), CHUNK)):
             chunk = items[start:start + CHUNK]
             for side in ("baseline", "r1exp") if number % 2 == 0 else ("r1exp", "baseline"):
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time() + children_cpu_seconds()
                 if side == "baseline":
                     base_scores += [baseline.score(c, a) for c, a in chunk]
                     baseline_s += time.perf_counter() - started
+                    baseline_cpu += time.process_time() + children_cpu_seconds() - cpu
                 else:
                     results += grade_math([c for c, _ in chunk], [a for _, a in chunk],
                                           timeout_s=timeout_s)
                     r1exp_s += time.perf_counter() - started
+                    r1exp_cpu += time.process_time() + children_cpu_seconds() - cpu
 
         rows.append({
             "dataset": name,
             "items": len(items),
             "baseline_s": baseline_s,
             "r1exp_s": r1exp_s,
+            "baseline_cpu_s": baseline_cpu,
+            "r1exp_cpu_s": r1exp_cpu,
             "gold_correct": sum(r.score for r in results[: len(gold)]),
             "gold_total": len(gold),
             "baseline_gold_correct": sum(base_scores[: len(gold)]),
@@ -148,6 +168,8 @@ def run(data_dir: Path, timeout_s: float) -> dict:
         "false_positives": int(totals["false_positives"]),
         "timeouts": totals["timeouts"],
         "max_item_latency_s": round(totals["max_item_s"], 3),
+        "baseline_cpu_s": round(totals["baseline_cpu_s"], 2),
+        "r1exp_cpu_s": round(totals["r1exp_cpu_s"], 2),
         "baseline_gold_correct": int(totals["baseline_gold_correct"]),
         "worker_startup_s": round(startup_s, 2),
         "per_dataset_speedup": {r["dataset"]: round(r["baseline_s"] / r["r1exp_s"], 2) for r in rows},
@@ -156,16 +178,18 @@ def run(data_dir: Path, timeout_s: float) -> dict:
 
 def print_table(rows: list[dict], totals: dict) -> None:
     header = (f"{'dataset':<8} {'items':>6} {'baseline/s':>11} {'r1exp/s':>9} {'speedup':>8} "
-              f"{'gold ok (base)':>15} {'false pos (base)':>17} {'timeouts':>9} {'max item s':>11}")
+              f"{'cpu s (base)':>14} {'gold ok (base)':>15} {'false pos (base)':>17} "
+              f"{'timeouts':>9} {'max item s':>11}")
     print(header)
     print("-" * len(header))
     for row in rows + [{"dataset": "total", **totals}]:
         gold = f"{int(row['gold_correct'])}/{row['gold_total']} ({int(row['baseline_gold_correct'])})"
         false = f"{int(row['false_positives'])} ({int(row['baseline_false_positives'])})"
+        cpu = f"{row['r1exp_cpu_s']:.1f} ({row['baseline_cpu_s']:.1f})"
         print(
             f"{row['dataset']:<8} {row['items']:>6} {row['items'] / row['baseline_s']:>11.1f} "
             f"{row['items'] / row['r1exp_s']:>9.1f} {row['baseline_s'] / row['r1exp_s']:>8.2f} "
-            f"{gold:>15} {false:>17} {row['timeouts']:>9} {row['max_item_s']:>11.3f}"
+            f"{cpu:>14} {gold:>15} {false:>17} {row['timeouts']:>9} {row['max_item_s']:>11.3f}"
         )
 
 
