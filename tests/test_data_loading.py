@@ -198,3 +198,22 @@ def test_missing_column_error_names_the_column(jsonl_file):
     ds = load_local(str(jsonl_file))
     with pytest.raises(ConfigError, match=r"lacks column\(s\) \['messages'\]"):
         require_columns(ds, ["problem", "messages"], "rows")
+
+
+def test_offline_copies_per_split_never_train_on_the_test_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    files = {"train": _write(tmp_path, "train.jsonl", ROWS[:3]),
+             "test": _write(tmp_path, "test.jsonl", ROWS[3:5])}
+    cfg = dataset_cfg("gsm8k", offline_path=files)
+    assert len(load_split(cfg, "train", seed=0)) == 3 and len(load_split(cfg, "test", seed=0)) == 2
+    with pytest.raises(ConfigError, match=r"copies of splits \['test', 'train'\], not 'validation'"):
+        load_split(cfg, "validation", seed=0)
+
+
+def test_gsm8k_offline_train_split_is_the_train_slice(monkeypatch, shared_data):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = OmegaConf.merge({"paths": {"data_dir": str(shared_data)}},
+                          {"dataset": OmegaConf.load(CONF / "gsm8k.yaml")}).dataset
+    train, test = load_split(cfg, "train", seed=0), load_split(cfg, "test", seed=0)
+    assert (len(train), len(test)) == (200, 1319)
+    assert not set(train["problem"]) & set(test["problem"])

@@ -58,7 +58,7 @@ class DatasetConfig:
     prompt_column: Optional[str] = MISSING
     answer_column: Optional[str] = MISSING
     messages_column: Optional[str] = MISSING
-    offline_path: Optional[str] = MISSING
+    offline_path: Any = MISSING  # null, one path for every split, or {split: path}
     max_samples: Optional[int] = MISSING
     generator: Optional[Dict[str, Any]] = MISSING
     # Entries {path, source, config_name, revision, split, weight, columns, rename, offline_path};

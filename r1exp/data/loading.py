@@ -1,8 +1,8 @@
 """Load a dataset config as `datasets.Dataset`s: one source or a weighted mixture.
 
 Sources: `generated` (r1exp.data.synthetic), `hub` (an id for `load_dataset`, falling back to
-`offline_path` when the hub is unreachable or HF_HUB_OFFLINE=1), `local` (a .jsonl / .json /
-.parquet file, a directory of them, or a directory written by `save_to_disk`).
+`offline_path` when the hub is unreachable or HF_HUB_OFFLINE=1: one file, or {split: file}),
+`local` (a .jsonl / .json / .parquet file, a directory of them, or a `save_to_disk` dir).
 
 `dataset.mixture` replaces the single source with a list of sources, each with its own split,
 weight and columns; they are concatenated and shuffled by the run's seed, so the same config
@@ -202,7 +202,8 @@ def _generated(dataset_cfg, split: str, seed: int):
     return Dataset.from_list(splits[split])
 
 
-def _hub(path: str, config_name, revision, split: str, offline: str | None):
+def _hub(path: str, config_name, revision, split: str, offline):
+    offline = offline_copy(offline, split)
     if os.environ.get("HF_HUB_OFFLINE") == "1" and offline:
         return load_local(offline, split)
     from datasets import load_dataset
@@ -219,6 +220,17 @@ def _hub(path: str, config_name, revision, split: str, offline: str | None):
             f"{err}); without network access point dataset.offline_path (or the mixture entry's "
             "offline_path) at a local copy"
         ) from err
+
+
+def offline_copy(offline, split: str) -> str | None:
+    """The local copy of `split`: one path for every split, or a {split: path} mapping (so an
+    offline train split never silently reads the test file)."""
+    if offline is None or isinstance(offline, str):
+        return offline
+    if split not in offline:
+        raise ConfigError(f"dataset.offline_path has copies of splits {sorted(offline)}, "
+                          f"not {split!r}; add `{split}: <file>` to it")
+    return str(offline[split])
 
 
 def load_local(path: str, split: str = "train"):
