@@ -1,7 +1,7 @@
 """GPU benchmark: r1exp's profile against plain TRL, and the memory estimate against the card.
 
-    python -m r1exp.bench.gpu                     # every part, on a GPU machine (~9 minutes)
-    python -m r1exp.bench.gpu --parts sft,memory  # some parts (sft, grpo, memory)
+    python -m r1exp.bench.gpu                     # every part, on a GPU machine (~15 min cold)
+    python -m r1exp.bench.gpu --parts sft,grpo    # some parts (sft, grpo, memory): ~8 min
     python -m r1exp.bench.gpu --explore           # plus one variant per single lever
     python -m r1exp.bench.gpu --tiny              # CPU and a tiny model: the bench's logic only
     python -m r1exp.bench.gpu --report a.json b.json   # table + JSON from saved results
