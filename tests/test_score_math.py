@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import random
 import threading
 import time
 from fractions import Fraction
 
 import pytest
 
+from r1exp.bench.rewards import load_items
 from r1exp.rewards import (
     GoldParseError,
     MathScore,
@@ -18,15 +17,10 @@ from r1exp.rewards import (
     score_math,
     start_scoring_workers,
 )
-from r1exp.rewards.answers import exact_form, exact_rational
+from r1exp.rewards.answers import exact_rational
 from r1exp.rewards.pool import WALL_LIMIT_FACTOR
 
 PATHOLOGICAL = r"\boxed{9^{9^{9^{9}}}}"  # sympy tries to evaluate this power and never returns
-
-
-def rows(directory, name: str) -> list[dict]:
-    with open(directory / name, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
 
 
 @pytest.mark.parametrize(
@@ -188,47 +182,33 @@ def test_integers_and_fractions_are_compared_exactly():
         assert exact_rational(not_exact) is None
 
 
-def _wrong_golds(golds: list[str], seed: int = 0) -> list[str]:
-    """Each gold replaced by another item's gold with a different value."""
-    rng = random.Random(seed)
-    wrong = []
-    for gold in golds:
-        other = rng.choice(golds)
-        while exact_form(other) == exact_form(gold):  # e.g. "120^\circ" and "120" are equal
-            other = rng.choice(golds)
-        wrong.append(other)
-    return wrong
+def scored(pairs: list[tuple[str, str]], **kwargs) -> list[float]:
+    return [r.score for r in grade_math([c for c, _ in pairs], [g for _, g in pairs], **kwargs)]
 
 
 def test_math500_reference_solutions_are_correct(shared_data):
-    data = rows(shared_data, "math500.jsonl")
-    results = grade_math([r["solution"] for r in data], [r["answer"] for r in data])
-    misses = [(r["answer"], s.extracted, s.status) for r, s in zip(data, results) if s.score != 1]
-    assert misses == []
+    gold, _ = load_items(shared_data / "math500.jsonl")
+    results = grade_math([c for c, _ in gold], [g for _, g in gold])
+    assert [(g, r.extracted, r.status) for (_, g), r in zip(gold, results) if r.score != 1] == []
 
 
 @pytest.mark.parametrize("count", [64, pytest.param(500, marks=pytest.mark.slow)])
 def test_math500_solutions_against_other_answers_are_wrong(shared_data, count):
-    data = rows(shared_data, "math500.jsonl")
-    wrong = _wrong_golds([r["answer"] for r in data])[:count]
-    data = data[:count]
+    _, wrong = load_items(shared_data / "math500.jsonl")  # another answer of a different value
+    wrong = wrong[:count]
     # a generous limit: this checks verdicts, and wrong pairs make sympy work hardest
-    results = grade_math([r["solution"] for r in data], wrong, timeout_s=30.0)
-    assert [(r["answer"], g) for r, g, s in zip(data, wrong, results) if s.score != 0] == []
-    assert all(s.status == "ok" for s in results)
+    results = grade_math([c for c, _ in wrong], [g for _, g in wrong], timeout_s=30.0)
+    assert [(g, r.extracted) for (_, g), r in zip(wrong, results) if r.score != 0] == []
+    assert all(r.status == "ok" for r in results)
 
 
 def test_gsm8k_reference_solutions_are_correct(shared_data):
-    data = rows(shared_data, "gsm8k_test.jsonl")
-    results = grade_math([r["solution"] for r in data], [r["answer"] for r in data])
-    assert sum(s.score for s in results) == len(data) == 1319
-    wrong = grade_math([r["solution"] for r in data], _wrong_golds([r["answer"] for r in data]))
-    assert sum(s.score for s in wrong) == 0
+    gold, wrong = load_items(shared_data / "gsm8k_test.jsonl")
+    assert sum(scored(gold)) == len(gold) == 1319
+    assert sum(scored(wrong)) == 0
 
 
 def test_aime24_reference_solutions_are_correct(shared_data):
-    data = rows(shared_data, "aime24.jsonl")
-    results = grade_math([r["solution"] for r in data], [r["answer"] for r in data])
-    assert [(r["answer"], s.extracted) for r, s in zip(data, results) if s.score != 1] == []
-    wrong = grade_math([r["solution"] for r in data], _wrong_golds([r["answer"] for r in data]))
-    assert sum(s.score for s in wrong) == 0
+    gold, wrong = load_items(shared_data / "aime24.jsonl")
+    assert scored(gold) == [1.0] * 30
+    assert sum(scored(wrong)) == 0

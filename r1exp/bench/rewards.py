@@ -30,6 +30,7 @@ from r1exp.rewards import DEFAULT_TIMEOUT_S, grade_math, start_scoring_workers
 from r1exp.rewards.answers import exact_form
 from r1exp.rewards.math_backend import WARM_UP_ANSWERS
 from r1exp.rewards.math_score import worker_count
+from r1exp.rewards.pool import cpu_seconds
 
 # Items per call to each side: about one GRPO batch of completions.
 CHUNK = 128
@@ -94,15 +95,9 @@ class OpenR1Accuracy:
 
 def children_cpu_seconds() -> float:
     """CPU time of this process's live children (the scoring workers), from Linux /proc."""
-    total = 0.0
-    for children in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
-        for pid in children.read_text().split():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    pids = [pid for children in Path(f"/proc/{os.getpid()}/task").glob("*/children")
+            for pid in children.read_text().split()]
+    return sum(cpu_seconds(int(pid)) or 0.0 for pid in pids)
 
 
 def run(data_dir: Path, timeout_s: float) -> dict:

@@ -221,7 +221,7 @@ class TimedPool:
         for worker in list(self._workers):
             if worker.inflight and now >= worker.next_check:
                 wall = now - worker.item_started
-                cpu = _cpu_seconds(worker.process.pid)
+                cpu = cpu_seconds(worker.process.pid)
                 used = wall if cpu is None else cpu - worker.cpu_seconds
                 if used >= timeout_s or wall >= timeout_s * WALL_LIMIT_FACTOR:
                     done += self._replace(worker, results, queue, "timeout", "time limit exceeded")
@@ -302,7 +302,7 @@ def _exit_with_parent(parent_pid: int, kill_with_parent: bool) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _cpu_seconds(pid: int) -> float | None:
+def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of a process (Linux /proc), None where that cannot be read."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
