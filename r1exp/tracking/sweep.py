@@ -106,6 +106,7 @@ def run_sweep_job(cfg: DictConfig, tags: dict[str, str]) -> dict[str, Any]:
     """Run one job of a sweep; a failure is recorded in the job dir and MLflow, not raised."""
     from hydra.core.hydra_config import HydraConfig
 
+    from r1exp.errors import ConfigError
     from r1exp.launch.controller import control
 
     hydra_cfg = HydraConfig.get()
@@ -123,7 +124,10 @@ def run_sweep_job(cfg: DictConfig, tags: dict[str, str]) -> dict[str, Any]:
             cfg = compose_from_snapshot(sweep_dir / SNAPSHOT_DIR / "conf", cfg)
         metrics = control(cfg, tags, parent_run_id=record["parent_run_id"])
     except Exception as err:  # any failure of one job is that job's result
-        log.exception("sweep job %s failed", hydra_cfg.job.num)
+        if isinstance(err, ConfigError):  # the message says it all; a traceback would not
+            log.error("sweep job %s: config error: %s", hydra_cfg.job.num, err)
+        else:
+            log.exception("sweep job %s failed", hydra_cfg.job.num)
         record_failed_job(cfg, job_dir, err, tags, record["parent_run_id"])
         return {"status": FAILED, "error": first_line(err)}
     if not (run_dir_of(job_dir) / STATUS_FILE).is_file() and _is_tracking_node(cfg):
