@@ -7,6 +7,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+import r1exp.config  # noqa: F401  (registers the r1exp.project_root resolver)
 from r1exp.errors import ConfigError
 
 # An absolute path: Hydra would otherwise look for a Python module `conf` when r1exp is

@@ -47,8 +47,8 @@ def run(cfg) -> dict[str, float]:
         processing_class=tokenizer,
         peft_config=peft_config(cfg),
         callbacks=[
+            RewardHealthCallback(),  # first: it adds the scorer's counters to the logs MLflow gets
             MlflowMetricsCallback(),
-            RewardHealthCallback(),
             CompletionTableCallback(every_steps=cfg.grpo.log_completions_steps),
         ],
     )
