@@ -7,7 +7,7 @@ started on first use, and RewardHealthCallback imports transformers only when as
 from __future__ import annotations
 
 # Importing the reward modules registers them.
-from r1exp.rewards import accuracy, format, length, repetition  # noqa: F401
+from r1exp.rewards import accuracy, countdown, format, length, repetition  # noqa: F401
 from r1exp.rewards.health import health_metrics
 from r1exp.rewards.math_score import (
     DEFAULT_TIMEOUT_S,
