@@ -15,10 +15,9 @@ log = logging.getLogger(__name__)
 
 
 def check(cfg) -> None:
-    if cfg.train.benchmarks:  # evaluated after training: a bad name must fail before it
-        from r1exp.eval import check as check_eval
+    from r1exp.stages.training import check_train_benchmarks
 
-        check_eval(cfg, cfg.train.benchmarks, "train.benchmarks")
+    check_train_benchmarks(cfg)
 
 
 def run(cfg) -> dict[str, float]:
@@ -28,7 +27,13 @@ def run(cfg) -> dict[str, float]:
     from r1exp.models.loading import load_tokenizer, resolve_model_dir
     from r1exp.perf import accelerate_trainer
     from r1exp.rewards import RewardHealthCallback, build_reward_functions
-    from r1exp.stages.training import checkpoint_to_resume, final_metrics, peft_config, save_final
+    from r1exp.stages.training import (
+        checkpoint_to_resume,
+        evaluate_trained_model,
+        final_metrics,
+        peft_config,
+        save_final,
+    )
     from r1exp.tracking.callback import CompletionTableCallback, MlflowMetricsCallback
 
     plan = make_plan(cfg)
@@ -39,6 +44,7 @@ def run(cfg) -> dict[str, float]:
     dataset = dataset.map(lambda row: {"prompt": conversation(row, cfg)})
     reward_funcs, reward_weights = build_reward_functions(cfg.reward)
 
+    checkpoint = checkpoint_to_resume(cfg)
     trainer = GRPOTrainer(
         model=model_dir,  # a path, not an object: TRL then loads the reference model (beta > 0) too
         reward_funcs=reward_funcs,
@@ -48,19 +54,14 @@ def run(cfg) -> dict[str, float]:
         peft_config=peft_config(cfg),
         callbacks=[
             RewardHealthCallback(),  # first: it adds the scorer's counters to the logs MLflow gets
-            MlflowMetricsCallback(),
+            MlflowMetricsCallback(resuming=checkpoint is not None),
             CompletionTableCallback(every_steps=cfg.grpo.log_completions_steps),
         ],
     )
     accelerate_trainer(trainer, cfg)  # the profile's speed levers TRL has no argument for
-    result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(cfg))
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     model_out = save_final(trainer, tokenizer, cfg)
-    metrics = final_metrics(trainer, result)
-    if cfg.train.benchmarks:
-        from r1exp.eval import evaluate_model
-
-        metrics.update(evaluate_model(cfg, str(model_out), list(cfg.train.benchmarks)))
-    return metrics
+    return final_metrics(trainer, result) | evaluate_trained_model(cfg, model_out)
 
 
 def grpo_arguments(cfg, plan: Plan) -> dict:

@@ -26,6 +26,7 @@ MIN_LR_KEYS = ("min_lr", "min_lr_rate")
 def check(cfg) -> None:
     from r1exp.data.formatting import check_trace_format
     from r1exp.data.loading import validate_dataset_config
+    from r1exp.stages.training import check_train_benchmarks
 
     s = cfg.sft
     for key, value, allowed in (("sft.loss_on", s.loss_on, LOSS_ON),
@@ -43,6 +44,7 @@ def check(cfg) -> None:
         raise ConfigError("train.lr_scheduler_type=cosine_with_min_lr needs a floor: set "
                           "sft.lr_scheduler_kwargs.min_lr_rate (e.g. 0.1) or .min_lr")
     validate_dataset_config(cfg.dataset)
+    check_train_benchmarks(cfg)
 
 
 def run(cfg) -> dict[str, float]:
@@ -52,8 +54,14 @@ def run(cfg) -> dict[str, float]:
     from r1exp.data.loading import load_train_eval
     from r1exp.models.loading import load_tokenizer, resolve_model_dir
     from r1exp.stages.training import (
-        checkpoint_to_resume, final_metrics, model_init_kwargs, peft_config, trainer_kwargs,
+        checkpoint_to_resume,
+        evaluate_trained_model,
+        final_metrics,
+        model_init_kwargs,
+        peft_config,
+        trainer_kwargs,
     )
+    from r1exp.tracking.callback import MlflowMetricsCallback
 
     check(cfg)
     plan = make_plan(cfg)
@@ -95,15 +103,15 @@ def run(cfg) -> dict[str, float]:
         eval_dataset=evaluation,
         processing_class=tokenizer,
         peft_config=lora,
-        callbacks=[_metrics_callback(resuming=checkpoint is not None)],
+        callbacks=[MlflowMetricsCallback(resuming=checkpoint is not None)],
     )
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = final_metrics(trainer, result)
     metrics.update(_loss_curve_ends(trainer.state.log_history))
     if evaluation is not None:
         metrics.update(_final_eval(trainer))
-    _save(trainer, tokenizer, cfg)
-    return metrics
+    model_out = _save(trainer, tokenizer, cfg)
+    return metrics | evaluate_trained_model(cfg, model_out)
 
 
 def _check_context_length(model_dir: str, cfg) -> None:
@@ -149,29 +157,6 @@ def _model(model_dir: str, cfg, plan, added_tokens: list[str], tokenizer, lora):
         added_ids = tokenizer.convert_tokens_to_ids(added_tokens)
         lora.trainable_token_indices = {"embed_tokens": added_ids}
     return model
-
-
-def _metrics_callback(resuming: bool):
-    from r1exp.tracking.callback import MlflowMetricsCallback
-
-    if not resuming:
-        return MlflowMetricsCallback()
-
-    from r1exp.launch.resume import already_logged
-
-    class ContinuedMetricsCallback(MlflowMetricsCallback):
-        """Steps between the last checkpoint and the interruption run twice; log them once."""
-
-        def __init__(self):
-            super().__init__()
-            self.logged = already_logged(self.run) if self.run is not None else None
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if self.logged is not None and logs:
-                logs = {k: v for k, v in logs.items() if not self.logged(k, state.global_step)}
-            super().on_log(args, state, control, logs=logs, **kwargs)
-
-    return ContinuedMetricsCallback()
 
 
 def _final_eval(trainer) -> dict[str, float]:

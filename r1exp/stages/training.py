@@ -106,3 +106,20 @@ def final_metrics(trainer, result) -> dict[str, float]:
                if isinstance(v, (int, float))}
     metrics["train/global_step"] = float(trainer.state.global_step)
     return metrics
+
+
+def check_train_benchmarks(cfg) -> None:
+    """`train.benchmarks` are evaluated after training: a bad name must fail before it."""
+    if cfg.train.benchmarks:
+        from r1exp.eval import check as check_eval
+
+        check_eval(cfg, cfg.train.benchmarks, "train.benchmarks")
+
+
+def evaluate_trained_model(cfg, model_dir: Path) -> dict[str, float]:
+    """The eval stage's metrics for the final model on `train.benchmarks` (none: {})."""
+    if not cfg.train.benchmarks:
+        return {}
+    from r1exp.eval import evaluate_model
+
+    return evaluate_model(cfg, str(model_dir), list(cfg.train.benchmarks))

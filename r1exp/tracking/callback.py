@@ -18,15 +18,25 @@ def attached_run() -> TrackedRun | None:
 
 
 class MlflowMetricsCallback(TrainerCallback):
-    """Logs every `on_log` dict at the trainer's global step. Never ends the run."""
+    """Logs every `on_log` dict at the trainer's global step. Never ends the run.
 
-    def __init__(self, run: TrackedRun | None = None):
+    With `resuming=True`, the steps between the last checkpoint and an interruption run twice;
+    points the run already holds are not logged again.
+    """
+
+    def __init__(self, run: TrackedRun | None = None, *, resuming: bool = False):
         self.run = run if run is not None else attached_run()
+        self.logged = None
+        if resuming and self.run is not None:
+            from r1exp.launch.resume import already_logged
+
+            self.logged = already_logged(self.run)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.run is None or not state.is_world_process_zero or not logs:
             return
-        numeric = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+        numeric = {k: v for k, v in logs.items() if isinstance(v, (int, float))
+                   and not (self.logged and self.logged(k, state.global_step))}
         if numeric:
             self.run.log_metrics(numeric, step=state.global_step)
 

@@ -63,8 +63,9 @@ class TrackedRun:
         return {RUN_ID_ENV: self.run_id, TRACKING_URI_ENV: self.tracking_uri}
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
         import time
+
+        from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [
@@ -91,7 +92,7 @@ def open_run(cfg, resolved: dict[str, Any], run_dir: Path, tags: dict[str, str],
              parent_run_id: str | None = None) -> TrackedRun | None:
     if cfg.logger.name == "none":
         return None
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import Param
 
     uri = absolute_tracking_uri(os.environ.get(TRACKING_URI_ENV) or cfg.logger.tracking_uri)
     client = client_for(uri)
