@@ -1,0 +1,456 @@
+"""Two-GPU validation: r1exp's real multi-process path against one process, same global batch.
+
+    python -m r1exp.bench.two_gpu_validation --out /tmp/r1exp-2gpu     # 2 GPUs (~4 min)
+    python -m r1exp.bench.two_gpu_validation --cpu --out /tmp/r1exp-2cpu   # 2 gloo ranks, tiny
+
+Every run is the `r1exp` CLI in a subprocess, so the controller starts the workers as users get
+them: `python -m r1exp.launch.worker` for one process, `accelerate launch --config_file
+launchers/accelerate/<ddp|zero2|zero3>.yaml --num_processes 2 …` for two. Runs:
+
+- sft-1p (reference), sft-ddp, sft-zero2, sft-zero3: SFT on generated arithmetic, same seed,
+  global batch and per-device batch, so each optimizer step sees the same micro-batches (one
+  process accumulates 4 of them, two processes 2 each);
+- grpo-ddp, grpo-1p: GRPO with transformers generation.
+
+The model is a random-weight Qwen2 built here from a config (no hub on the GPU machines), with
+SmolLM2's tokenizer (carried in `.gpu_val/tokenizer`); speed and the loss comparison do not
+depend on the weights' values. Logging is `logger=none` (MLflow does not travel to the GPU
+machines); losses come from `<run_dir>/model/trainer_state.json`, which rank 0 writes.
+
+Step time and peak memory per rank are measured from outside the product code: a
+`sitecustomize` on the workers' PYTHONPATH (written into the work dir, active only where
+R1EXP_PROBE_DIR is set) adds a TrainerCallback to every Trainer and writes one JSON per rank.
+
+Loss agreement (explained in docs/scale-out.md, "Two-GPU validation"): the first logged loss is
+computed before any update, from the same weights and the same micro-batches, so only the order
+of the final sums differs: it must agree within FIRST_LOSS_RTOL. Later steps follow after
+optimizer updates whose gradients were summed in another order (bf16 all-reduce vs local
+accumulation; ZeRO also keeps fp32 master weights, which the one-process run in pure bf16 does
+not), so they are held to the looser CURVE_RTOL. GRPO samples its completions per rank, so its
+losses are not expected to agree and are reported only.
+
+The device call (docs/scale-out.md) installs the carried wheels first. Prints the table last;
+`--hand-back DIR` copies results.json, table.md and logs.tgz there (the device tool's $OUT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_TOKENIZER = REPO_ROOT / ".gpu_val" / "tokenizer"
+FIRST_LOSS_RTOL = 1e-3   # same weights and batches; only summation order differs
+CURVE_RTOL = 2e-2        # a few bf16 roundings (2**-8 each) of gradients and updates, compounded
+# NVLink multicast stays off on the shared multi-GPU hosts (device KINDS.md).
+NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+                "NVSHMEM_DISABLE_NVLS": "1"}
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+# Model shapes: GPU (~47M parameters), CPU (tiny, only the logic). Vocabulary = the tokenizer's.
+GPU_SHAPE = {"hidden_size": 512, "num_layers": 8, "num_attention_heads": 8, "num_kv_heads": 2,
+             "intermediate_size": 1408}
+CPU_SHAPE = {"hidden_size": 64, "num_layers": 2, "num_attention_heads": 4, "num_kv_heads": 2,
+             "intermediate_size": 128}
+
+
+@dataclass
+class Run:
+    name: str
+    stage: str
+    processes: int
+    distributed: str
+    reference: str | None = None       # the one-process run its losses are compared with
+    exact: bool = True                 # whether the losses are expected to agree
+    result: dict = field(default_factory=dict)
+
+
+RUNS = [  # in the order they run: a time budget cuts the tail, so the important ones go first
+    Run("sft-1p", "sft", 1, "none"),
+    Run("grpo-ddp", "grpo", 2, "ddp", reference="grpo-1p", exact=False),
+    Run("sft-zero2", "sft", 2, "zero2", reference="sft-1p"),
+    Run("sft-zero3", "sft", 2, "zero3", reference="sft-1p"),
+    Run("sft-ddp", "sft", 2, "ddp", reference="sft-1p"),
+    Run("grpo-1p", "grpo", 1, "none"),
+]
+
+
+def overrides(run: Run, model_dir: Path, shape: dict, vocab: int, params: float, cpu: bool,
+              run_dir: Path) -> list[str]:
+    """The r1exp command line of one run (as a user would type it)."""
+    common = [
+        "model=qwen2.5-0.5b-instruct", f"model.path={model_dir}", f"model.num_parameters={params}",
+        *[f"model.architecture.{k}={v}" for k, v in shape.items()],
+        f"model.architecture.vocab_size={vocab}",
+        "hardware=cpu" if cpu else "hardware=1xh100",
+        f"hardware.devices_per_node={run.processes}", f"hardware.distributed={run.distributed}",
+        "logger=none", "seed=42", f"hydra.run.dir={run_dir}",
+    ]
+    if run.stage == "sft":
+        return [*common, "experiment=smoke-sft",
+                # the smoke recipe holds out 8 rows for eval; no eval here, the whole train split
+                "dataset.test_size=null", "dataset.max_samples=null",
+                "train.learning_rate=2e-4",
+                *(["hardware.per_device_train_batch_size=2", "train.global_batch_size=8",
+                   "train.max_steps=3", "train.save_steps=3"] if cpu else
+                  ["hardware.per_device_train_batch_size=8", "train.global_batch_size=32",
+                   "train.max_steps=10", "train.save_steps=10"])]
+    # Rewards that need no math-verify (not on the GPU machines). A random-weight model never
+    # writes the format, but its word-level repetition (n-grams of 1) varies between
+    # completions, so advantages, and so gradients, are not all zero.
+    return [*common, "stage=grpo", "reward=[format,repetition_penalty]",
+            "reward.repetition_penalty.ngram_size=1",
+            *(["hardware.per_device_train_batch_size=2", "train.global_batch_size=8",
+               "grpo.num_generations=4", "grpo.max_completion_length=8",
+               "train.max_steps=2", "train.save_steps=2"] if cpu else
+              # compiled generation would add ~30 s of compilation per run: not what is checked
+              ["hardware.perf.compiled_generation=false",
+               "hardware.per_device_train_batch_size=8", "train.global_batch_size=32",
+               "grpo.num_generations=8", "grpo.max_completion_length=64",
+               "train.max_steps=5", "train.save_steps=5"])]
+
+
+# --- the per-rank probe ---------------------------------------------------------------------
+
+PROBE = r'''
+# Written by r1exp/bench/two_gpu_validation.py; active only where R1EXP_PROBE_DIR is set.
+import os, sys
+
+def _probe_trainer(module):
+    import json, time
+    from transformers.trainer_callback import TrainerCallback
+
+    def now():
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    class StepProbe(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.ends = [now()]
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.ends.append(now())
+
+        def on_train_end(self, args, state, control, **kwargs):
+            import torch
+            rank = int(os.environ.get("RANK", "0"))
+            cuda = torch.cuda.is_available()
+            record = {
+                "rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+                "device": torch.cuda.get_device_name() if cuda else "cpu",
+                "global_step": state.global_step,
+                "step_s": [b - a for a, b in zip(self.ends, self.ends[1:])],
+                "peak_allocated_gb": torch.cuda.max_memory_allocated() / 1e9 if cuda else None,
+                "peak_reserved_gb": torch.cuda.max_memory_reserved() / 1e9 if cuda else None,
+            }
+            name = f"{os.environ.get('R1EXP_PROBE_RUN', 'run')}-rank{rank}.json"
+            with open(os.path.join(os.environ["R1EXP_PROBE_DIR"], name), "w") as f:
+                json.dump(record, f)
+
+    original = module.Trainer.__init__
+
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.add_callback(StepProbe())
+
+    module.Trainer.__init__ = __init__
+
+
+class _Hook:
+    """Patches transformers.trainer once it is imported."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "transformers.trainer":
+            return None
+        import importlib.machinery
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None:
+            return None
+        exec_module = spec.loader.exec_module
+
+        def patched(module):
+            exec_module(module)
+            _probe_trainer(module)
+
+        spec.loader.exec_module = patched
+        return spec
+
+
+if os.environ.get("R1EXP_PROBE_DIR"):
+    sys.meta_path.insert(0, _Hook())
+# A CPU rehearsal of a machine that lacks these packages: None in sys.modules makes `import`
+# fail and importlib.util.find_spec return None, as for a package that is not installed.
+for _name in filter(None, os.environ.get("R1EXP_PROBE_BLOCK", "").split(",")):
+    sys.modules[_name] = None
+
+# Chain to the sitecustomize this one shadows, if the interpreter has one.
+_here = os.path.dirname(os.path.abspath(__file__))
+for _p in sys.path:
+    _f = os.path.join(_p or ".", "sitecustomize.py")
+    if os.path.abspath(_p or ".") != _here and os.path.isfile(_f):
+        exec(compile(open(_f).read(), _f, "exec"), {"__name__": "sitecustomize", "__file__": _f})
+        break
+'''
+
+
+# --- building the model ---------------------------------------------------------------------
+
+def build_model(model_dir: Path, tokenizer_dir: Path, shape: dict) -> tuple[int, float]:
+    """A random-weight Qwen2 (fixed seed) with the carried tokenizer; returns (vocab, params)."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    vocab = len(tokenizer)
+    config = Qwen2Config(
+        vocab_size=vocab, hidden_size=shape["hidden_size"],
+        num_hidden_layers=shape["num_layers"], num_attention_heads=shape["num_attention_heads"],
+        num_key_value_heads=shape["num_kv_heads"], intermediate_size=shape["intermediate_size"],
+        max_position_embeddings=2048, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return vocab, float(model.num_parameters())
+
+
+# --- running and reading --------------------------------------------------------------------
+
+def run_one(run: Run, args_list: list[str], env: dict, log_path: Path, limit_s: float) -> dict:
+    """One `python -m r1exp …` in its own process group, killed whole if it outlives limit_s."""
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        log.write("$ python -m r1exp " + " ".join(args_list) + "\n")
+        log.flush()
+        proc = subprocess.Popen([sys.executable, "-m", "r1exp", *args_list], cwd=REPO_ROOT,
+                                env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            returncode = proc.wait(timeout=limit_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the controller and every rank it started
+            proc.wait()
+            returncode = "timeout"
+    return {"returncode": returncode, "wall_s": time.perf_counter() - start}
+
+
+def read_results(run: Run, run_dir: Path, probe_dir: Path) -> dict:
+    state_file = run_dir / "model" / "trainer_state.json"
+    history = json.loads(state_file.read_text())["log_history"] if state_file.is_file() else []
+    losses = {e["step"]: e["loss"] for e in history if "loss" in e}
+    ranks = sorted((json.loads(p.read_text()) for p in probe_dir.glob(f"{run.name}-rank*.json")),
+                   key=lambda r: r["rank"])
+    metrics_file = run_dir / "metrics.json"
+    return {
+        "losses": losses,
+        "loss_points": sum(1 for e in history if "loss" in e),
+        "rewards": {e["step"]: e["reward"] for e in history if "reward" in e},
+        "metrics": json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
+        "status": (run_dir / "status").read_text().strip() if (run_dir / "status").is_file() else "-",
+        "ranks": [{
+            "rank": r["rank"], "world_size": r["world_size"], "device": r["device"],
+            "steps": r["global_step"],
+            "first_step_s": r["step_s"][0] if r["step_s"] else None,
+            # the first step pays for warm-up (allocator, kernels); the rest is the steady state
+            "median_step_s": statistics.median(r["step_s"][1:]) if len(r["step_s"]) > 1 else None,
+            "peak_allocated_gb": r["peak_allocated_gb"], "peak_reserved_gb": r["peak_reserved_gb"],
+        } for r in ranks],
+    }
+
+
+def compare(run: Run, by_name: dict[str, Run]) -> dict | None:
+    ref = by_name.get(run.reference) if run.reference else None
+    if ref is None or not run.result.get("losses") or not ref.result.get("losses"):
+        return None
+    mine, theirs = run.result["losses"], ref.result["losses"]
+    steps = sorted(set(mine) & set(theirs))
+    rel = {s: abs(mine[s] - theirs[s]) / max(abs(theirs[s]), 1e-12) for s in steps}
+    first, later = rel[steps[0]], max((rel[s] for s in steps[1:]), default=0.0)
+    if run.exact:
+        verdict = "agree" if first <= FIRST_LOSS_RTOL and later <= CURVE_RTOL else "DIFFER"
+    else:  # GRPO: each rank samples its own completions; its loss is ~0 by construction
+        verdict = (f"reported only (sampling differs per rank): mean reward "
+                   f"{fmt(mean_reward(run))} vs {fmt(mean_reward(ref))}")
+    return {"reference": ref.name, "steps": steps, "first_step_rel": first,
+            "later_max_rel": later, "verdict": verdict,
+            "this": [mine[s] for s in steps], "reference_losses": [theirs[s] for s in steps]}
+
+
+def mean_reward(run: Run) -> float | None:
+    rewards = run.result.get("rewards")
+    return statistics.fmean(rewards.values()) if rewards else None
+
+
+def fmt(value, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(runs: list[Run], device: str) -> str:
+    header = ("| run | world size | steps | wall time (s) | s/step (median after step 1) "
+              "| first step (s) | peak GPU memory allocated per rank (GB) | loss points / distinct "
+              "steps | run status | first loss | loss vs 1 process |")
+    lines = [f"device: {device}", "", header, "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        r = run.result
+        if "skipped" in r:
+            lines.append(f"| {run.name} | {run.processes} | not run: {r['skipped']} "
+                         "| | | | | | | | |")
+            continue
+        ranks = r.get("ranks", [])
+        per_rank = " / ".join(fmt(x["peak_allocated_gb"], ".2f") for x in ranks) or "-"
+        median = " / ".join(fmt(x["median_step_s"]) for x in ranks) or "-"
+        first_step = " / ".join(fmt(x["first_step_s"], ".2f") for x in ranks) or "-"
+        losses = r.get("losses", {})
+        cmp = r.get("comparison")
+        cmp_text = "-" if cmp is None else cmp["verdict"] if not run.exact else (
+            f"{cmp['verdict']}: step 1 rel {cmp['first_step_rel']:.1e}, "
+            f"later max rel {cmp['later_max_rel']:.1e} (vs {cmp['reference']})")
+        status = r.get("status", "-")
+        if r.get("returncode") not in (0, None):
+            status = f"{status} (exit {r['returncode']})"
+        lines.append(
+            f"| {run.name} | {len(ranks) or run.processes} | "
+            f"{r.get('metrics', {}).get('train/global_step', '-')} | {r['wall_s']:.1f} | "
+            f"{median} | {first_step} | {per_rank} | {r.get('loss_points', 0)} / {len(losses)} | "
+            f"{status} | {fmt(losses[min(losses)], '.4f') if losses else '-'} | {cmp_text} |")
+    return "\n".join(lines)
+
+
+def device_name(cpu: bool) -> str:
+    if cpu:
+        return "cpu"
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                             check=False, capture_output=True, text=True,
+                             timeout=30).stdout.strip()
+        return "; ".join(out.splitlines()) or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("torch", "transformers", "trl", "accelerate", "datasets", "deepspeed",
+                 "liger-kernel", "hydra-core"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/r1exp-2gpu"))
+    parser.add_argument("--cpu", action="store_true", help="2 gloo ranks and a tiny model")
+    parser.add_argument("--runs", default=None, help="comma-separated, run in this order: "
+                        + ", ".join(r.name for r in RUNS))
+    parser.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)
+    parser.add_argument("--budget-s", type=float, default=400.0, help="for all runs together")
+    parser.add_argument("--run-limit-s", type=float, default=150.0, help="for any one run")
+    parser.add_argument("--min-run-s", type=float, default=60.0,
+                        help="start no run with less than this left of the budget")
+    parser.add_argument("--block-imports", default="",
+                        help="comma-separated modules the workers must not need (CPU rehearsal "
+                             "of the GPU machine, e.g. mlflow,math_verify,deepspeed)")
+    parser.add_argument("--override", action="append", default=[],
+                        help="an r1exp override added to every run (repeatable)")
+    parser.add_argument("--hand-back", type=Path, default=None,
+                        help="copy results.json, table.md and logs.tgz here")
+    args = parser.parse_args(argv)
+
+    default = [r.name for r in RUNS if not (args.cpu and r.distributed.startswith("zero"))]
+    wanted = args.runs.split(",") if args.runs else default
+    unknown = set(wanted) - {r.name for r in RUNS}
+    if unknown:
+        parser.error(f"unknown runs {sorted(unknown)}; choose from {[r.name for r in RUNS]}")
+    runs = [next(r for r in RUNS if r.name == name) for name in wanted]  # in the order given
+
+    started = time.perf_counter()
+    work = args.out.resolve()
+    probe_dir, logs = work / "probe", work / "logs"
+    for d in (probe_dir, logs):
+        d.mkdir(parents=True, exist_ok=True)
+    (probe_dir / "sitecustomize.py").write_text(PROBE)
+    shape = CPU_SHAPE if args.cpu else GPU_SHAPE
+    model_dir = work / "model"
+    vocab, params = build_model(model_dir, args.tokenizer, shape)
+    print(f"model: random Qwen2 {shape}, vocab {vocab}, {params / 1e6:.1f}M parameters", flush=True)
+
+    env = {**os.environ, **NO_MULTICAST, **OFFLINE, "PYTHONUNBUFFERED": "1",
+           "R1EXP_PROBE_DIR": str(probe_dir), "R1EXP_CACHE_DIR": str(work / "cache"),
+           "R1EXP_PROBE_BLOCK": args.block_imports,
+           "PYTHONPATH": os.pathsep.join(p for p in (str(probe_dir), str(REPO_ROOT),
+                                                     os.environ.get("PYTHONPATH")) if p)}
+    for run in runs:
+        left = args.budget_s - (time.perf_counter() - started)
+        if left < args.min_run_s:
+            run.result = {"skipped": f"time budget ({args.budget_s:.0f} s) spent"}
+            continue
+        run_dir = work / "runs" / run.name
+        cli = [*overrides(run, model_dir, shape, vocab, params, args.cpu, run_dir), *args.override]
+        print(f"[{time.perf_counter() - started:6.1f}s] {run.name}: starting", flush=True)
+        run.result = run_one(run, cli, {**env, "R1EXP_PROBE_RUN": run.name},
+                             logs / f"{run.name}.log", min(left, args.run_limit_s))
+        run.result.update(read_results(run, run_dir, probe_dir))
+        print(f"[{time.perf_counter() - started:6.1f}s] {run.name}: exit "
+              f"{run.result['returncode']}, {run.result['wall_s']:.1f} s, losses "
+              f"{[round(v, 4) for v in run.result['losses'].values()]}", flush=True)
+    by_name = {r.name: r for r in runs}
+    for run in runs:
+        if "skipped" not in run.result:
+            run.result["comparison"] = compare(run, by_name)
+
+    device = device_name(args.cpu)
+    report = table(runs, device)
+    results = {"device": device, "versions": versions(), "model": {**shape, "vocab": vocab,
+               "parameters": params}, "tolerances": {"first_loss_rtol": FIRST_LOSS_RTOL,
+               "curve_rtol": CURVE_RTOL},
+               "runs": {r.name: {"stage": r.stage, "processes": r.processes,
+                                 "distributed": r.distributed, **r.result} for r in runs},
+               "total_s": time.perf_counter() - started}
+    (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (work / "table.md").write_text(report + "\n")
+    if args.hand_back:
+        hand_back(work, args.hand_back)
+    print(json.dumps({"versions": results["versions"], "total_s": round(results["total_s"], 1)}))
+    print(report)
+    ok = all(r.result.get("returncode") == 0 and (r.result.get("comparison") or {}).get(
+        "verdict") != "DIFFER" for r in runs if "skipped" not in r.result)
+    return 0 if ok else 1
+
+
+def hand_back(work: Path, dest: Path) -> None:
+    """results.json, table.md and one tarball of logs and small run files (no weights)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", "table.md"):
+        shutil.copy(work / name, dest / name)
+    small = ("*.log", "*.json", "*.yaml", "status", "*.txt")
+    with tarfile.open(dest / "logs.tgz", "w:gz") as tar:
+        for pattern in small:
+            for path in sorted(work.rglob(pattern)):
+                skip = ("checkpoint-" in str(path) or path.name == "tokenizer.json"
+                        or dest.resolve() in path.resolve().parents)
+                if not skip and path.stat().st_size < 5_000_000:
+                    tar.add(path, arcname=str(path.relative_to(work)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
