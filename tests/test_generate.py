@@ -58,6 +58,15 @@ def test_bad_settings_are_config_errors_naming_the_key(tmp_path, overrides, mess
         composed(tmp_path, *overrides)
 
 
+def test_the_recipe_chains_generate_into_sft_by_config(tmp_path):
+    first = composed(tmp_path, "experiment=distill-then-sft")
+    second = composed(tmp_path, "experiment=distill-then-sft", "stage=sft", "dataset=jsonl")
+    assert first.stage == "generate" and first.dataset.name == "arithmetic"
+    assert second.stage == "sft" and second.dataset.name == "jsonl"
+    assert first.generate.output_dir == second.dataset.path == second.generate.output_dir
+    assert first.generate.output_dir.endswith("/distill/smollm2-135m-arithmetic")
+
+
 def test_template_fields():
     assert template_fields("{problem}\nUse {numbers}; braces {{}}") == ["problem", "numbers"]
 

@@ -139,26 +139,38 @@ def _unsupported(body, served_name: str) -> str | None:
 
 
 def load_backend(model: str, *, cache_dir: str, device: str, dtype: str, max_batch: int,
-                 kv_tokens: int, seed: int):
+                 kv_tokens: int, seed: int, dummy_weights: bool = False):
     """`model`: a conf/model/<name>.yaml option (e.g. smollm2-135m), a local dir or a hub id."""
-    from omegaconf import OmegaConf
+    from types import SimpleNamespace
 
-    from r1exp.models.loading import load_model, load_tokenizer
+    from r1exp.models.loading import load_model, load_tokenizer, resolve_model_dir
     from r1exp.serve.backend import ContinuousBatchingBackend
 
     option = CONF_DIR / "model" / f"{model}.yaml"
     if option.is_file():
+        from omegaconf import OmegaConf
+
         model_cfg = OmegaConf.load(option)
     else:
-        model_cfg = OmegaConf.create({"name": model, "path": model, "revision": None, "gguf": None,
-                                      "trust_remote_code": False, "chat_template": None})
-    hardware = OmegaConf.create({"accelerator": "cuda" if device.startswith("cuda") else "cpu",
-                                 "dtype": dtype, "attn_implementation": "sdpa",
-                                 "gradient_checkpointing": False})
+        model_cfg = SimpleNamespace(name=model, path=model, revision=None, gguf=None,
+                                    trust_remote_code=False, chat_template=None)
+    hardware = SimpleNamespace(accelerator="cuda" if device.startswith("cuda") else "cpu",
+                               dtype=dtype, attn_implementation="sdpa", gradient_checkpointing=False)
     tokenizer = load_tokenizer(model_cfg, cache_dir)
-    loaded = load_model(model_cfg, hardware, cache_dir, training=False).to(device).eval()
-    return ContinuousBatchingBackend(loaded, tokenizer, max_batch=max_batch, kv_tokens=kv_tokens,
-                                     seed=seed)
+    if dummy_weights:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from r1exp.models.loading import TORCH_DTYPES
+
+        config = AutoConfig.from_pretrained(resolve_model_dir(model_cfg, cache_dir))
+        torch.manual_seed(seed)
+        loaded = AutoModelForCausalLM.from_config(
+            config, dtype=getattr(torch, TORCH_DTYPES[dtype]), attn_implementation="sdpa")
+    else:
+        loaded = load_model(model_cfg, hardware, cache_dir, training=False)
+    return ContinuousBatchingBackend(loaded.to(device).eval(), tokenizer, max_batch=max_batch,
+                                     kv_tokens=kv_tokens, seed=seed)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -175,6 +187,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-batch", type=int, default=16, help="requests decoded together")
     p.add_argument("--kv-tokens", type=int, default=16384, help="paged KV cache size in tokens")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads on CPU (default 1: on a shared CPU, more threads "
+                        "stall on each other and run several times slower)")
+    p.add_argument("--load-format", default="auto", choices=("auto", "dummy"),
+                   help="dummy: the model's architecture with random weights, as vLLM's "
+                        "--load-format dummy (throughput benchmarks with ignore_eos)")
     p.add_argument("--test-hooks", action="store_true", help="serve /_test/{faults,stats,reset}")
     p.add_argument("--error-rate", type=float, default=0.0)
     p.add_argument("--malformed-rate", type=float, default=0.0)
@@ -191,10 +209,14 @@ def main(argv=None) -> None:
                         datefmt="%H:%M:%S")
     faults = FaultInjector(FaultPlan(args.error_rate, args.malformed_rate, args.slow_rate,
                                      args.slow_s))
+    if args.device == "cpu":
+        import torch
+
+        torch.set_num_threads(args.threads)
     # The model loads before the port opens: a client that can connect can be served.
     backend = load_backend(args.model, cache_dir=args.cache_dir, device=args.device,
                            dtype=args.dtype, max_batch=args.max_batch, kv_tokens=args.kv_tokens,
-                           seed=args.seed)
+                           seed=args.seed, dummy_weights=args.load_format == "dummy")
     app = create_app(backend, args.served_name or args.model, faults, test_hooks=args.test_hooks)
     log.info("serving %s on http://%s:%d/v1", args.served_name or args.model, args.host, args.port)
     try:
