@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from r1exp.config.plan import Plan, make_plan
+from r1exp.config.plan import TRAINING_STAGES, Plan, make_plan
 from r1exp.config.validate import validate
 from r1exp.errors import ConfigError
 from r1exp.launch import rendezvous
@@ -116,7 +116,21 @@ def _run_workers(plan: Plan, cfg: DictConfig, run) -> int:
         model_dir = resolve_model_dir(cfg.model, cfg.paths.cache_dir)
         with running_server(cfg, model_dir, env) as worker_env:
             return _start_and_wait(plan, worker_env)
-    return _start_and_wait(plan, env)
+    return _start_and_wait(plan, single_training_device(plan, cfg, env))
+
+
+def single_training_device(plan: Plan, cfg: DictConfig, env: dict[str, str]) -> dict[str, str]:
+    """A one-process training run sees one GPU (the first visible one).
+
+    With several GPUs visible to one process, transformers' Trainer wraps the model in
+    nn.DataParallel: TRL's SFTTrainer refuses it, and it would multiply the per-device batch
+    behind the plan's back. Found by the two-GPU validation (docs/scale-out.md). Eval and
+    generate keep every GPU: one vLLM process may use several (tensor parallelism).
+    """
+    if plan.world_size != 1 or plan.stage not in TRAINING_STAGES or cfg.hardware.accelerator != "cuda":
+        return env
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    return {**env, "CUDA_VISIBLE_DEVICES": visible.split(",")[0] if visible is not None else "0"}
 
 
 def _start_and_wait(plan: Plan, env: dict[str, str]) -> int:
