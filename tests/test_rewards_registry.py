@@ -16,8 +16,8 @@ from r1exp.rewards.registry import REWARDS
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf" / "reward"
-EXPECTED = ["accuracy", "cosine", "format", "length", "reasoning_steps", "repetition_penalty",
-            "soft_overlong_punishment", "tag_count"]
+EXPECTED = ["accuracy", "cosine", "countdown", "format", "length", "reasoning_steps",
+            "repetition_penalty", "soft_overlong_punishment", "tag_count"]
 
 
 def composed(*names: str):
@@ -91,7 +91,7 @@ def entry(name: str, **changes) -> dict:
     [
         (
             {"acuracy": {"weight": 1.0}},
-            r"reward\.acuracy: unknown reward; valid names are: accuracy, cosine, format",
+            r"reward\.acuracy: unknown reward; valid names are: accuracy, cosine, countdown, format",
         ),
         (
             entry("accuracy", gold_col="x"),
