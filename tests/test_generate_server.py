@@ -100,8 +100,8 @@ def collect(reqs, settings) -> list:
 
 
 def settings(server: str, **kw) -> ClientSettings:
-    base = dict(endpoint=server, model=MODEL_NAME, max_in_flight=3, request_timeout_s=120,
-                max_retries=3, backoff_s=0.05, backoff_max_s=0.2)
+    base = {"endpoint": server, "model": MODEL_NAME, "max_in_flight": 3, "request_timeout_s": 120,
+            "max_retries": 3, "backoff_s": 0.05, "backoff_max_s": 0.2}
     return ClientSettings(**{**base, **kw})
 
 
@@ -192,8 +192,9 @@ def worker_of(controller_pid: int) -> int:
 def test_kill_and_resume_gives_the_uninterrupted_row_set(fresh, tmp_path):
     # Replies are held 0.3 s each, so the run is still going when its first shard commits.
     hooks(fresh, "faults", {"slow_rate": 1.0, "slow_s": 0.3})
-    overrides = openai_overrides(fresh)
-    command = [sys.executable, "-m", "r1exp", "stage=generate", "logger=none",
+    overrides = openai_overrides(fresh, limit=3, num_generations=2)
+    command = [sys.executable, "-m", "r1exp", "stage=generate",
+               f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
                f"hydra.run.dir={tmp_path / 'run'}", "generate.prompt_template='{problem}'",
                *overrides]
     out = tmp_path / "run" / "generated"
@@ -208,10 +209,11 @@ def test_kill_and_resume_gives_the_uninterrupted_row_set(fresh, tmp_path):
     log, _ = first.communicate(timeout=120)
     assert first.returncode != 0
     interrupted = keys(ledger_rows(out))
-    assert 2 <= len(interrupted) < 12, log[-3000:]
+    assert 2 <= len(interrupted) < 6, log[-3000:]
     assert not (out / "train-00000.jsonl").exists()
 
-    again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                           check=False)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert "already committed" in again.stdout + again.stderr
     resumed = keys(ledger_rows(out))
@@ -220,15 +222,30 @@ def test_kill_and_resume_gives_the_uninterrupted_row_set(fresh, tmp_path):
     run_stage(reference_cfg)  # the same work, never interrupted
     uninterrupted = keys(ledger_rows(Path(reference_cfg.generate.output_dir)))
 
-    everything = {(p, s) for p in range(4) for s in range(3)}
-    assert len(resumed) == len(set(resumed)) == 12, Counter(resumed).most_common(3)
+    everything = {(p, s) for p in range(3) for s in range(2)}
+    assert len(resumed) == len(set(resumed)) == 6, Counter(resumed).most_common(3)
     assert set(resumed) == set(uninterrupted) == everything
     assert set(interrupted) <= set(resumed)
     dataset = [json.loads(line) for f in sorted(out.glob("train-*.jsonl"))
                for line in f.read_text().splitlines()]
     assert sorted(keys(dataset)) == sorted(everything)  # keep=all, no errors
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["provenance"]["attempts"] == 2 and manifest["counts"]["samples"] == 12
+    assert manifest["provenance"]["attempts"] == 2 and manifest["counts"]["samples"] == 6
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("r1exp")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    assert [r.info.status for r in runs] == ["FAILED", "FINISHED"]
+    finished = runs[-1]
+    assert finished.data.metrics["generate/samples"] == 6
+    assert finished.data.metrics["generate/samples_new"] == 6 - len(interrupted)
+    assert finished.data.metrics["generate/samples_per_s"] > 0
+    progress = client.get_metric_history(finished.info.run_id, "generate/samples_done")
+    assert progress and max(m.step for m in progress) == 6
+    artifacts = {a.path for a in client.list_artifacts(finished.info.run_id, "generate")}
+    assert artifacts == {"generate/manifest.json"}
 
 
 def test_transformers_engine_on_cpu_and_sft_reads_the_output(tmp_path):

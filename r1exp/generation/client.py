@@ -19,8 +19,8 @@ import queue
 import random
 import threading
 import time
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Iterable, Iterator
 
 RETRY_STATUS = {408, 409, 425, 429}  # plus every 5xx
 API_KEY_ENV = "OPENAI_API_KEY"

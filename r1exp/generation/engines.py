@@ -21,8 +21,8 @@ import hashlib
 import importlib.util
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 from r1exp.errors import ConfigError
 from r1exp.generation.prompts import Job

@@ -9,8 +9,8 @@ applied when the dataset is written: re-running a finished generation with anoth
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 CORRECT_AT = 0.5  # scores are 1.0 / 0.0; anything from here up counts as correct
 

@@ -15,8 +15,8 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 log = logging.getLogger(__name__)
 SAMPLES_DIR = "samples"
@@ -125,7 +125,7 @@ class ShardWriter:
         self.committed_rows += len(rows)
         return len(rows)
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
