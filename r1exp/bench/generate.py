@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from r1exp.generation.client import ChatRequest, ClientSettings, stream_chat
+from r1exp.launch.processes import stop
 
 MODEL = "smollm2-135m"
 
@@ -113,11 +114,7 @@ def local_server(model: str, max_batch: int, server_args: list[str],
             time.sleep(1)
         yield f"{base}/v1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def server_stats(endpoint: str, reset: bool = False) -> dict | None:

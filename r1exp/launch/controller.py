@@ -22,6 +22,7 @@ from r1exp.config.validate import validate
 from r1exp.errors import ConfigError
 from r1exp.launch import rendezvous
 from r1exp.launch.preflight import preflight
+from r1exp.launch.processes import stop
 from r1exp.launch.resume import RunClaim, adopt_run, find_resumable_run, reattach_run
 from r1exp.launch.worker import METRICS_FILE
 
@@ -141,11 +142,7 @@ def _start_and_wait(plan: Plan, env: dict[str, str]) -> int:
         return proc.wait()
     except KeyboardInterrupt:
         # The worker got the same Ctrl-C from the terminal; give it time to stop cleanly.
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, sig=signal.SIGINT)
         raise
 
 

@@ -17,6 +17,8 @@ import time
 import urllib.request
 from contextlib import contextmanager
 
+from r1exp.launch.processes import stop
+
 SERVER_URL_ENV = "R1EXP_VLLM_SERVER_URL"
 PORT = 8000
 
@@ -55,11 +57,7 @@ def running_server(cfg, model_dir: str, env: dict[str, str], timeout_s: float = 
         _wait_healthy(proc, url, timeout_s)
         yield {**env, SERVER_URL_ENV: url, "CUDA_VISIBLE_DEVICES": training_devices}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def _wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float) -> None:
