@@ -154,6 +154,16 @@ def test_pathological_input_is_cut_off_at_the_time_limit():
     assert score_math(r"\boxed{\frac{6}{3}}", "2") == 1.0
 
 
+def test_a_timeout_is_not_cached_so_a_later_call_tries_again():
+    # An earlier test (or reward) may already have timed out on this very item; the outcome
+    # depends on the limit and the load, so it must never be served from the cache.
+    start_scoring_workers()
+    for _ in range(2):
+        before = health_metrics().get("math_score/timeouts_total", 0.0)
+        assert grade_math([PATHOLOGICAL], ["1"], timeout_s=0.5)[0].status == "timeout"
+        assert health_metrics()["math_score/timeouts_total"] == before + 1
+
+
 def test_scoring_works_from_other_threads():
     results: list[float] = []
     lock = threading.Lock()

@@ -127,7 +127,10 @@ def _run_tasks(tasks: set[tuple], timeout_s: float) -> dict[tuple, MathScore]:
     health.count("math_score/items_total", len(todo))
     for task, outcome in zip(todo, outcomes):
         graded[task] = result = _to_score(task, outcome, timeout_s)
-        _cache.put(task, result)
+        # A timeout says as much about the limit and the machine's load as about the answer:
+        # a later call with more time, or on a quieter machine, must try again.
+        if result.status != TIMEOUT:
+            _cache.put(task, result)
     return graded
 
 
