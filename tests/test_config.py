@@ -92,6 +92,19 @@ def test_grpo_on_8xh100_reserves_one_gpu_for_generation():
     assert (plan.world_size, plan.generation_devices) == (7, 1)
 
 
+@pytest.mark.parametrize("overrides,precision", [
+    (["hardware=8xh100", "stage=sft"], "bf16"),
+    (["hardware=8xh100", "stage=sft", "hardware.dtype=fp32", "hardware.distributed=zero3",
+      "hardware.attn_implementation=sdpa"], "no"),
+    (["hardware=8xh100", "stage=sft", "hardware.dtype=fp16", "hardware.attn_implementation=sdpa"],
+     "fp16"),
+])
+def test_launcher_mixed_precision_follows_the_profile_dtype(overrides, precision):
+    # The launcher files say 'no'; a DeepSpeed engine in bf16 under an fp32 Trainer fails.
+    command = planned([*overrides, "train.global_batch_size=64"])[1].launch_command
+    assert command[command.index("--mixed_precision") + 1] == precision
+
+
 def test_indivisible_global_batch_names_the_three_numbers():
     with pytest.raises(ConfigError) as err:
         planned(["hardware=rtx3060-12g", "train.global_batch_size=9", "grpo.num_generations=3"])

@@ -17,6 +17,7 @@ from r1exp.launch import rendezvous
 
 TRAINING_STAGES = ("sft", "grpo")
 LAUNCHERS_DIR = Path(__file__).resolve().parents[2] / "launchers"
+ACCELERATE_MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,9 @@ def launch_command(cfg: DictConfig, world_size: int, resolved_yaml: str) -> tupl
         "--config_file", str(LAUNCHERS_DIR / "accelerate" / f"{hw.distributed}.yaml"),
         "--num_machines", str(hw.num_nodes),
         "--num_processes", str(world_size),
+        # From the profile, not the launcher file: a DeepSpeed engine in bf16 under a Trainer
+        # in fp32 (a cpu or fp16 profile with zero2/zero3) fails at start.
+        "--mixed_precision", ACCELERATE_MIXED_PRECISION[hw.dtype],
         *_rendezvous_args(hw.num_nodes),
         *worker,
     )
