@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,18 +24,13 @@ from hydra.core.global_hydra import GlobalHydra
 from r1exp.generation import ledger
 from r1exp.generation.client import ChatRequest, ClientSettings, stream_chat
 from r1exp.launch.controller import prepare
+from r1exp.launch.processes import free_port, stop, wait_until_serving
 from r1exp.stages import run_stage
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF = REPO_ROOT / "conf"
 MODEL_NAME = "smollm2-135m"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,26 +43,14 @@ def server(tmp_path_factory):
          "--max-batch", "8", "--kv-tokens", "8192"],
         cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"the server exited with {proc.returncode}:\n{log.read()[-3000:]}")
-        try:
-            if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the server did not come up within 300 s")
-        time.sleep(1)
-    yield f"{base}/v1"
-    proc.terminate()
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        wait_until_serving(proc, f"{base}/v1/models", what="the server", timeout_s=300)
+    except RuntimeError as err:
+        stop(proc, grace_s=5)
+        log.seek(0)
+        pytest.fail(f"{err}:\n{log.read()[-3000:]}")
+    yield f"{base}/v1"
+    stop(proc)
     log.close()
 
 

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from r1exp.generation.client import ChatRequest, ClientSettings, stream_chat
-from r1exp.launch.processes import stop
+from r1exp.launch.processes import free_port, stop, wait_until_serving
 
 MODEL = "smollm2-135m"
 
@@ -82,17 +81,9 @@ async def streamed(requests: list[ChatRequest], endpoint: str, model: str, batch
 MODES = {"batched": batched, "streamed": streamed}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def local_server(model: str, max_batch: int, server_args: list[str],
                  startup_timeout_s: float = 600):
-    import httpx
-
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "r1exp.serve.openai_server", "--port", str(port),
                              "--model", model, "--test-hooks", "--max-batch", str(max_batch),
@@ -100,18 +91,8 @@ def local_server(model: str, max_batch: int, server_args: list[str],
                             cwd=Path(__file__).resolve().parents[2])
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + startup_timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited with status {proc.returncode}")
-            try:
-                if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start within {startup_timeout_s:g} s")
-            time.sleep(1)
+        wait_until_serving(proc, f"{base}/v1/models", what="the server",
+                           timeout_s=startup_timeout_s)
         yield f"{base}/v1"
     finally:
         stop(proc)

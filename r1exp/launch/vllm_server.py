@@ -13,11 +13,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from contextlib import contextmanager
 
-from r1exp.launch.processes import stop
+from r1exp.launch.processes import stop, wait_until_serving
 
 SERVER_URL_ENV = "R1EXP_VLLM_SERVER_URL"
 PORT = 8000
@@ -54,21 +52,8 @@ def running_server(cfg, model_dir: str, env: dict[str, str], timeout_s: float = 
                                  "VLLM_SERVER_DEV_MODE": "1"})
     url = f"http://127.0.0.1:{PORT}"
     try:
-        _wait_healthy(proc, url, timeout_s)
+        wait_until_serving(proc, url + "/health", what="the vLLM server", timeout_s=timeout_s,
+                           poll_s=5)
         yield {**env, SERVER_URL_ENV: url, "CUDA_VISIBLE_DEVICES": training_devices}
     finally:
         stop(proc)
-
-
-def _wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the vLLM server exited with status {proc.returncode} at start-up")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=5) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            time.sleep(5)
-    raise RuntimeError(f"the vLLM server did not become healthy within {timeout_s:.0f}s")
