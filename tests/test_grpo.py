@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,18 @@ def test_trl_accepts_the_arguments():
 
     trl_args = GRPOConfig(**arguments("train.global_batch_size=16"), reward_weights=[1.0, 0.5])
     assert trl_args.gradient_accumulation_steps == 2 and trl_args.num_generations == 4  # the quickstart recipe
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_gradient_checkpointing_reaches_trl_without_the_deprecated_name(enabled):
+    from trl import GRPOConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # transformers 5 deprecates the old name
+        trl_args = GRPOConfig(**arguments(f"hardware.gradient_checkpointing={str(enabled).lower()}"))
+    # TRL 1.16 still reads the old name, which mirrors the new one.
+    assert trl_args.activation_checkpointing is trl_args.gradient_checkpointing is enabled
+    assert (trl_args.gradient_checkpointing_kwargs or {}).get("use_reentrant", False) is False
 
 
 @pytest.mark.parametrize("hardware", HARDWARE)

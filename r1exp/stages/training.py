@@ -37,8 +37,10 @@ def trainer_kwargs(cfg, plan: Plan) -> dict:
         bf16=hw.dtype == "bf16",
         fp16=hw.dtype == "fp16",
         use_cpu=hw.accelerator == "cpu",
-        gradient_checkpointing=hw.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if hw.gradient_checkpointing else None,
+        # transformers 5's name for gradient checkpointing (the old one is a deprecated alias).
+        activation_checkpointing=hw.gradient_checkpointing,
+        activation_checkpointing_kwargs=(
+            {"use_reentrant": False} if hw.gradient_checkpointing else None),
         report_to="none",  # r1exp's own callback logs to the controller's MLflow run
         disable_tqdm=False,
     ) | trainer_arguments(cfg)  # the profile's speed levers (r1exp/perf), e.g. the fused optimizer
