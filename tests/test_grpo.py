@@ -69,7 +69,8 @@ def test_gradient_checkpointing_reaches_trl_without_the_deprecated_name(enabled)
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)  # transformers 5 deprecates the old name
-        trl_args = GRPOConfig(**arguments(f"hardware.gradient_checkpointing={str(enabled).lower()}"))
+        override = f"hardware.gradient_checkpointing={str(enabled).lower()}"
+        trl_args = GRPOConfig(**arguments(override))
     # TRL 1.16 still reads the old name, which mirrors the new one.
     assert trl_args.activation_checkpointing is trl_args.gradient_checkpointing is enabled
     assert (trl_args.gradient_checkpointing_kwargs or {}).get("use_reentrant", False) is False
