@@ -104,6 +104,33 @@ def test_runs_that_cannot_be_continued_are_ignored(tmp_path, why):
     assert find_resumable_run(now) is None
 
 
+@pytest.mark.parametrize("stage,progress_file", [
+    ("eval", "eval/gsm8k/samples.jsonl"),  # finished samples of an eval run
+    ("generate", "generated/samples/shard-00000.jsonl"),  # a committed generate shard
+])
+def test_eval_and_generate_runs_resume_from_their_own_progress(tmp_path, stage, progress_file):
+    extra = ["eval.benchmarks=[gsm8k]"] if stage == "eval" else []
+    now = typed(tmp_path / "runs" / "d" / "now", f"stage={stage}", *extra)
+    now.generate.output_dir = f"{now.paths.output_dir}/generated"  # as resolved in that run dir
+    earlier = make_run(tmp_path / "runs" / "d" / "earlier", now, checkpoint=None)
+    assert find_resumable_run(now) is None  # no progress yet: nothing to continue
+    progress = earlier / progress_file
+    progress.parent.mkdir(parents=True)
+    progress.write_text('{"problem_id": 0}\n')
+    assert find_resumable_run(now) == earlier
+    assert adopt_run(now, earlier).paths.output_dir == str(earlier)
+
+
+def test_generate_into_a_fixed_dir_needs_no_adoption(tmp_path):
+    now = typed(tmp_path / "runs" / "d" / "now", "stage=generate",
+                f"generate.output_dir={tmp_path}/distill")
+    earlier = make_run(tmp_path / "runs" / "d" / "earlier", now, checkpoint=None)
+    shard = tmp_path / "distill" / "samples" / "shard-00000.jsonl"
+    shard.parent.mkdir(parents=True)
+    shard.write_text('{"problem_id": 0}\n')  # any attempt writing there continues these
+    assert find_resumable_run(now) is None and earlier.is_dir()
+
+
 def test_adopting_a_run_moves_the_paths_and_leaves_a_pointer(tmp_path):
     now = typed(tmp_path / "runs" / "d" / "now")
     earlier = make_run(tmp_path / "runs" / "d" / "earlier", now)

@@ -5,8 +5,9 @@ earlier attempt: each run dir holds a `fingerprint` of its resolved config (minu
 specific to one attempt: its dir, dry_run, train.resume, where it logs). A later run with the
 same fingerprint adopts the newest earlier dir under the same runs root (the run dir's
 grandparent: `multirun_outputs/runs` for the default layout, so any day counts) that did not
-finish, holds a complete checkpoint and is not in use: the trainer resumes there and metrics
-continue in the same MLflow run.
+finish, holds progress and is not in use: the stage resumes there and metrics continue in the
+same MLflow run. Progress is a complete trainer checkpoint, unless the stage module defines
+`resumable(cfg, run_dir) -> bool` (eval: finished samples; generate: committed shards).
 
 Controller side only (no torch); `already_logged` also serves workers, to not log a
 (metric, step) point twice when they redo the steps after the last checkpoint.
@@ -68,8 +69,18 @@ def last_complete_checkpoint(run_dir: Path) -> Path | None:
     return max(complete)[1] if complete else None
 
 
+def holds_progress(cfg: DictConfig, run_dir: Path) -> bool:
+    """Whether `run_dir` holds work of `cfg.stage` worth continuing from."""
+    from r1exp.stages import stage_module
+
+    stage_resumable = getattr(stage_module(cfg.stage), "resumable", None)
+    if stage_resumable is not None:
+        return stage_resumable(cfg, run_dir)
+    return last_complete_checkpoint(run_dir) is not None
+
+
 def find_resumable_run(cfg: DictConfig) -> Path | None:
-    """The newest unfinished, idle run dir of this config holding a checkpoint, or None."""
+    """The newest unfinished, idle run dir of this config holding progress, or None."""
     # Nodes of a multi-node run must agree on one dir; they resume only within the dir they
     # are given (the worker still picks up its checkpoints there).
     if cfg.train.resume != "auto" or cfg.hardware.num_nodes > 1:
@@ -80,12 +91,12 @@ def find_resumable_run(cfg: DictConfig) -> Path | None:
     for marker in run_dir.parent.parent.glob(f"*/*/{FINGERPRINT_FILE}"):
         candidate = marker.parent
         if (_read(marker) == wanted and _read(candidate / STATUS_FILE) != "FINISHED"
-                and last_complete_checkpoint(candidate) is not None and not _in_use(candidate)):
+                and holds_progress(cfg, candidate) and not _in_use(candidate)):
             candidates.append((marker.stat().st_mtime, candidate))
     if not candidates:
         return None
     found = max(candidates)[1]
-    log.info("resuming the unfinished run %s (%s)", found, last_complete_checkpoint(found).name)
+    log.info("resuming the unfinished run %s", found)
     return found
 
 

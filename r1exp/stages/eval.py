@@ -18,7 +18,7 @@ def check(cfg) -> None:
     check_eval(cfg, cfg.eval.benchmarks, "eval.benchmarks")
 
 
-def resumable(run_dir) -> bool:
+def resumable(cfg, run_dir) -> bool:
     """Whether an unfinished run dir holds finished samples worth continuing from.
 
     For r1exp.launch.resume: an eval run has no trainer checkpoint; its progress is the

@@ -74,6 +74,20 @@ def check(cfg) -> None:
     validate_dataset_config(d)
 
 
+def resumable(cfg, run_dir) -> bool:
+    """Whether an unfinished run dir holds committed samples (for r1exp.launch.resume).
+
+    Only a generate.output_dir inside the run dir (the default) needs the earlier run dir to
+    be adopted; a fixed one outside it is continued by any attempt that writes there.
+    """
+    from r1exp.generation.ledger import SAMPLES_DIR, SHARD_GLOB
+
+    here, out = Path(cfg.paths.output_dir), Path(cfg.generate.output_dir)
+    if not out.is_relative_to(here):
+        return False
+    return any((Path(run_dir) / out.relative_to(here) / SAMPLES_DIR).glob(SHARD_GLOB))
+
+
 def run(cfg) -> dict[str, float]:
     from r1exp.generation import ledger, output
     from r1exp.generation.engines import engine_for
