@@ -135,7 +135,7 @@ def launch_command(cfg: DictConfig, world_size: int, resolved_yaml: str) -> tupl
         "--num_machines", str(hw.num_nodes),
         "--num_processes", str(world_size),
         # From the profile, not the launcher file: a DeepSpeed engine in bf16 under a Trainer
-        # in fp32 (a cpu or fp16 profile with zero2/zero3) fails at start.
+        # in fp32 or fp16 (such a profile with zero2/zero3) fails at start.
         "--mixed_precision", ACCELERATE_MIXED_PRECISION[hw.dtype],
         *_rendezvous_args(hw.num_nodes),
         *worker,
