@@ -48,6 +48,8 @@ PATHOLOGICAL = r"\boxed{9^{9^{9^{9}}}}"  # sympy tries to evaluate this power an
         (r"\boxed{x = 5}", "5"),
         ("The answer is 42.", "42"),  # no box: an anchored answer counts
         ("9 + 17 = 26", "26"),  # ... else the last plain number
+        ("The final answer is 3 + 2 = 5.", "5"),  # an anchored restated sum: its result counts
+        (r"\boxed{2^{10}}", "1024"),  # a power is a value, not a calculation left undone
         ("So she pays 1,450,000 dollars in total.", "1,450,000"),
         ("It dropped to -5 degrees.", "-5"),
         (r"so the answer is $\frac{1}{2}$", "0.5"),
@@ -84,6 +86,13 @@ def test_correct_answers_score_one(completion, gold):
         ("To add 9 + 17, you simply add", "26"),  # restating the question is not answering it
         ("9 + 17", "26"),
         ("The sum of 9 and 17 is 9+17.", "26"),
+        # What a GRPO run on the arithmetic task learned to write: math-verify simplifies the
+        # restated question and scored these correct (bench/grpo_learning, held-out 0.99).
+        ("The final answer is 16 + 12.", "28"),
+        ("The final answer is 16 + 12 = 38.", "28"),
+        ("Final final answer is 0 - 1.", "-1"),
+        (r"\boxed{16+12}", "28"),
+        (r"The answer is $3 \times 4$.", "12"),
         ("", "5"),
         ("I have no idea.", "5"),
         ("\\boxed{", "5"),  # unbalanced braces

@@ -37,6 +37,13 @@ _DEGREES = re.compile(r"\^\{?\\circ\}?")
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textrm|mathrm|mbox)\{([^{}]*)\}")
 # A number standing alone: not part of a word ("v2", "2nd") or of an expression's operand ("9-17").
 _STANDALONE_NUMBER = re.compile(r"(?<![\w.])(?:[-\u2212](?=\d))?\d+(?:,\d{3})*(?:\.\d+)?(?!\w)")
+# Plain numbers joined by arithmetic operators ("16 + 12", "3 \\times 4", "(0 - 1).").
+_PLAIN_NUMBER = r"\d+(?:,\d{3})*(?:\.\d+)?"
+_OPERATOR = r"(?:[-+*\u00d7\u00b7\u00f7\u2212]|\\times|\\cdot|\\div)"
+_UNEVALUATED_ARITHMETIC = re.compile(
+    rf"\(?\s*[-\u2212]?\s*{_PLAIN_NUMBER}(?:\s*{_OPERATOR}\s*[-\u2212]?\s*{_PLAIN_NUMBER})+"
+    r"\s*\)?\s*\.?"
+)
 # Whitespace is dropped unless it separates two digits ("2 3" must not become "23").
 _SPACE_NOT_BETWEEN_DIGITS = re.compile(r"(?<!\d)\s+|\s+(?!\d)")
 
@@ -123,6 +130,17 @@ def last_number(text: str) -> str | None:
     for last in _STANDALONE_NUMBER.finditer(text):
         pass
     return last.group(0) if last else None
+
+
+def unevaluated_arithmetic(answer: str) -> bool:
+    """Whether `answer` is plain numbers joined by +, -, times or divide signs ("16 + 12").
+
+    That is a calculation left to the grader, not a final answer: a GRPO run on the arithmetic
+    task learned to restate the question ("The final answer is 16 + 12.") and math-verify,
+    which simplifies expressions, scored it correct. Fractions (`3/4`, `\\frac34`), powers
+    and roots are values and never match.
+    """
+    return bool(_UNEVALUATED_ARITHMETIC.fullmatch(answer.strip().strip("$").strip()))
 
 
 def gold_answer(gold: str) -> str:

@@ -4,8 +4,8 @@ Grading a completion against a gold answer:
 1. Only the text after the last `</think>` counts (R1 output format).
 2. The final answer is the last `\\boxed{}` (or GSM8K's `#### N`); without one, math-verify
    looks for an anchored answer in the tail of the text ("the answer is $\\frac12$"), and
-   failing that the last plain number counts (never an expression: restating "9 + 17" from the
-   question must not score as the answer 26).
+   failing that the last plain number counts. Never an unevaluated expression, boxed or
+   anchored: restating "9 + 17" from the question must not score as the answer 26.
 3. Cases that need no math are decided inline: identical answers up to spelling (`\\dfrac` vs
    `\\frac`, spaces, `\\left`), integers and fractions of integers compared exactly (`025` ==
    `25`, `1,450,000` == `1450000`, `\\frac{6}{8}` == `3/4`), and multiple-choice letters (gold
@@ -105,6 +105,8 @@ def _prepare(text: str, gold) -> MathScore | tuple[str, str, str]:
         return (math_backend.TEXT, tail, answers.without_thousands_separators(gold))
     if answers.exact_form(candidate) == answers.exact_form(gold):
         return MathScore(1.0, candidate, OK)
+    if answers.unevaluated_arithmetic(candidate):  # "\boxed{16+12}": the sum is left undone
+        return MathScore(0.0, candidate, OK)
     predicted_value, gold_value = answers.exact_rational(candidate), answers.exact_rational(gold)
     if predicted_value is not None and gold_value is not None:
         return MathScore(float(predicted_value == gold_value), candidate, OK)
