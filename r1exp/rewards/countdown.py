@@ -22,10 +22,9 @@ _OPERATORS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
 @register("countdown")
 def countdown(*, numbers_column: str, target_column: str) -> RewardFn:
     def reward(completions, **columns) -> list[float]:
-        return [
-            score_expression(completion_text(c), numbers, target)
-            for c, numbers, target in zip(completions, columns[numbers_column], columns[target_column])
-        ]
+        rows = zip(completions, columns[numbers_column], columns[target_column])
+        return [score_expression(completion_text(c), numbers, target) for c, numbers, target
+                in rows]
 
     return reward
 
@@ -47,7 +46,7 @@ def score_expression(text: str, numbers, target) -> float:
 
 
 def _evaluate(node, used: list[int]) -> Fraction:
-    if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
+    if isinstance(node, ast.Constant) and type(node.value) is int:  # not bool, a subclass of int
         used.append(node.value)
         return Fraction(node.value)
     if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
