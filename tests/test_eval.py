@@ -207,4 +207,4 @@ def test_an_interrupted_eval_resumes_without_regenerating(tmp_path, monkeypatch,
 
     from r1exp.stages.eval import resumable
 
-    assert resumable(tmp_path) and not resumable(tmp_path / "elsewhere")
+    assert resumable(cfg, tmp_path) and not resumable(cfg, tmp_path / "elsewhere")
