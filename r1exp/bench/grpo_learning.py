@@ -1,6 +1,6 @@
 """Does GRPO make the model better? Held-out accuracy before and after `smollm-arith-grpo`.
 
-    python -m r1exp.bench.grpo_learning [--steps 60] [--samples 4] [--hardware cpu]
+    python -m r1exp.bench.grpo_learning [--steps 100] [--samples 4] [--hardware cpu]
 
 Both measurements go through the eval stage (same prompts, sampling and scorer as the reward)
 on the arithmetic task's test split, which training never sees. Runs the real CLI twice: an
@@ -33,7 +33,7 @@ def r1exp(run_dir: Path, overrides: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--samples", type=int, default=4, help="samples per held-out problem")
     parser.add_argument("--hardware", default="cpu")
     parser.add_argument("--logger", default="none", help="mlflow or none")
