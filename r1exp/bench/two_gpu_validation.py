@@ -405,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
             run.result = {"skipped": f"time budget ({args.budget_s:.0f} s) spent"}
             continue
         run_dir = work / "runs" / run.name
+        # A run dir left by an earlier call would be resumed (or refused) by r1exp: start clean.
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for stale in probe_dir.glob(f"{run.name}-rank*.json"):
+            stale.unlink()
         cli = [*overrides(run, model_dir, shape, vocab, params, args.cpu, run_dir), *args.override]
         print(f"[{time.perf_counter() - started:6.1f}s] {run.name}: starting", flush=True)
         run.result = run_one(run, cli, {**env, "R1EXP_PROBE_RUN": run.name},
