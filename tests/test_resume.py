@@ -20,7 +20,7 @@ from r1exp.errors import ConfigError
 from r1exp.launch.controller import prepare
 from r1exp.launch.resume import (
     FINGERPRINT_FILE, RESUMED_IN_FILE, RunClaim, adopt_run, already_logged, find_resumable_run,
-    fingerprint, last_complete_checkpoint, reattach_run,
+    fingerprint, last_complete_checkpoint, reattach_run, refuse_finished_training,
 )
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -146,6 +146,28 @@ def test_rerun_in_the_same_dir_continues_there(tmp_path):
     assert find_resumable_run(now) == tmp_path / "runs" / "d" / "run"
     assert adopt_run(now, tmp_path / "runs" / "d" / "run") is now
     assert not (tmp_path / "runs" / "d" / "run" / RESUMED_IN_FILE).exists()
+
+
+@pytest.mark.parametrize("status,model_saved,says", [
+    ("FINISHED", True, "its final model is in"),
+    ("FAILED", False, "ended before saving its final model; the weights are in"),
+])
+def test_a_run_that_reached_max_steps_is_not_trained_again(tmp_path, status, model_saved, says):
+    cfg = typed(tmp_path, "train.max_steps=3")
+    make_run(tmp_path, cfg, status=status, checkpoint=3)
+    if model_saved:
+        (tmp_path / "model").mkdir()
+    with pytest.raises(ConfigError, match="train.max_steps=3") as err:
+        refuse_finished_training(cfg, tmp_path)
+    assert says in str(err.value) and "train.resume=never" in str(err.value)
+
+
+@pytest.mark.parametrize("overrides", [("train.max_steps=4",), ("train.max_steps=3",
+                                                                  "train.resume=never")])
+def test_a_run_short_of_max_steps_or_started_over_is_let_through(tmp_path, overrides):
+    cfg = typed(tmp_path, *overrides)
+    make_run(tmp_path, cfg, checkpoint=3)
+    refuse_finished_training(cfg, tmp_path)
 
 
 def test_a_run_dir_has_one_controller_at_a_time(tmp_path):

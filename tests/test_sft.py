@@ -151,11 +151,15 @@ SMOKE = ["experiment=smoke-sft", "train.max_steps=4", "train.save_steps=4",
 def smoke_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("smoke")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny batches: threads only add overhead
-    out = subprocess.run([sys.executable, "-m", "r1exp", *SMOKE, f"hydra.run.dir={tmp}/run",
-                          f"logger.tracking_uri=sqlite:///{tmp}/mlflow.db"],
-                         cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
+    out = subprocess.run(smoke_command(tmp), cwd=tmp, env=env, capture_output=True, text=True,
+                         timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return tmp
+
+
+def smoke_command(tmp: Path) -> list[str]:
+    return [sys.executable, "-m", "r1exp", *SMOKE, f"hydra.run.dir={tmp}/run",
+            f"logger.tracking_uri=sqlite:///{tmp}/mlflow.db"]
 
 
 @pytest.mark.slow
@@ -191,3 +195,23 @@ def test_saved_model_reloads_with_plain_transformers_and_stops_at_end_of_turn(sm
     reply = out[0, prompt["input_ids"].shape[1]:].tolist()
     assert end_of_turn in reply, tokenizer.decode(reply)  # it learned to stop
     assert tokenizer.decode(reply[:reply.index(end_of_turn)]).strip()
+
+
+@pytest.mark.slow
+def test_the_same_command_again_in_the_same_dir_is_refused_and_changes_nothing(smoke_run):
+    # Resumed from its last checkpoint, transformers' Trainer would train one step past
+    # max_steps and overwrite the finished model.
+    from mlflow.tracking import MlflowClient
+
+    run_dir = smoke_run / "run"
+    weights = run_dir / "model" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    again = subprocess.run(smoke_command(smoke_run), cwd=smoke_run, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode != 0
+    assert "train.max_steps=4" in again.stderr and "train.resume=never" in again.stderr
+    assert f"final model is in {run_dir / 'model'}" in again.stderr
+    assert weights.stat().st_mtime_ns == before
+    assert not (run_dir / "checkpoints" / "checkpoint-5").exists()
+    client = MlflowClient(tracking_uri=f"sqlite:///{smoke_run}/mlflow.db")
+    assert len(client.search_runs(client.search_experiments()[0].experiment_id)) == 1

@@ -23,7 +23,9 @@ from r1exp.errors import ConfigError
 from r1exp.launch import rendezvous
 from r1exp.launch.preflight import preflight
 from r1exp.launch.processes import stop
-from r1exp.launch.resume import RunClaim, adopt_run, find_resumable_run, reattach_run
+from r1exp.launch.resume import (
+    RunClaim, adopt_run, find_resumable_run, reattach_run, refuse_finished_training,
+)
 from r1exp.launch.worker import METRICS_FILE
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
         typed = adopt_run(typed, resumed)
         plan = make_plan(typed, resolved_yaml=str(resumed / RESOLVED_FILE))
     run_dir = Path(typed.paths.output_dir)
+    refuse_finished_training(typed, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     claim = RunClaim(run_dir, typed) if machine_rank == 0 else None  # lock + fingerprint
     # Every node of a multi-node run writes the same file into the shared run dir: atomically,

@@ -35,6 +35,7 @@ LOCK_FILE = ".r1exp.lock"
 MLFLOW_RUN_ID_FILE = "mlflow_run_id"  # written by r1exp.tracking.mlflow_run.open_run
 STATUS_FILE = "status"                # written by the controller when a run ends
 CHECKPOINTS_DIR = "checkpoints"       # trainer output dir (r1exp.stages.training)
+FINAL_MODEL_DIR = "model"             # the saved model (r1exp.stages.training)
 # Keys that differ between attempts of the same run without changing what it computes.
 NOT_FINGERPRINTED = ("paths.output_dir", "dry_run", "train.resume", "logger")
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
@@ -67,6 +68,30 @@ def last_complete_checkpoint(run_dir: Path) -> Path | None:
     complete = [(int(m.group(1)), p) for p in root.iterdir()
                 if (m := _CHECKPOINT.fullmatch(p.name)) and (p / "trainer_state.json").is_file()]
     return max(complete)[1] if complete else None
+
+
+def refuse_finished_training(cfg: DictConfig, run_dir: Path) -> None:
+    """Raise ConfigError when `run_dir` already holds a checkpoint at `train.max_steps`.
+
+    transformers' Trainer checks max_steps only after a step, so resuming there would train one
+    step past the limit and overwrite the finished model. Say so before any heavy work instead.
+    """
+    from r1exp.config.plan import TRAINING_STAGES
+
+    if cfg.stage not in TRAINING_STAGES or cfg.train.resume != "auto" or cfg.train.max_steps <= 0:
+        return
+    checkpoint = last_complete_checkpoint(run_dir)
+    step = int(_CHECKPOINT.fullmatch(checkpoint.name).group(1)) if checkpoint else 0
+    if step < cfg.train.max_steps:
+        return
+    final = Path(run_dir) / FINAL_MODEL_DIR
+    saved = final.is_dir() and _read(Path(run_dir) / STATUS_FILE) == "FINISHED"
+    done = (f"its final model is in {final}" if saved else
+            f"it ended before saving its final model; the weights are in {checkpoint}")
+    raise ConfigError(
+        f"run dir {run_dir} already trained to train.max_steps={cfg.train.max_steps} "
+        f"({checkpoint.name}): {done}. Raise train.max_steps to train on from there, or set "
+        "train.resume=never (or another hydra.run.dir) to start over")
 
 
 def holds_progress(cfg: DictConfig, run_dir: Path) -> bool:

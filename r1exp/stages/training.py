@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 
 from r1exp.config.plan import Plan
+from r1exp.launch.resume import CHECKPOINTS_DIR, FINAL_MODEL_DIR, last_complete_checkpoint
 from r1exp.models.loading import TORCH_DTYPES, resolve_attn_implementation
 
 log = logging.getLogger(__name__)
-FINAL_MODEL_DIR = "model"
 
 
 def trainer_kwargs(cfg, plan: Plan) -> dict:
@@ -18,7 +18,7 @@ def trainer_kwargs(cfg, plan: Plan) -> dict:
 
     train, hw = cfg.train, cfg.hardware
     return dict(
-        output_dir=str(Path(cfg.paths.output_dir) / "checkpoints"),
+        output_dir=str(Path(cfg.paths.output_dir) / CHECKPOINTS_DIR),
         per_device_train_batch_size=plan.per_device_train_batch_size,
         gradient_accumulation_steps=plan.gradient_accumulation_steps,
         learning_rate=train.learning_rate,
@@ -77,11 +77,10 @@ def peft_config(cfg):
 
 
 def checkpoint_to_resume(cfg) -> str | None:
-    """The newest checkpoint of this run dir when `train.resume=auto`, else None."""
+    """The newest complete checkpoint of this run dir when `train.resume=auto`, else None (one
+    cut short by a kill is skipped)."""
     if cfg.train.resume != "auto":
         return None
-    from r1exp.launch.resume import last_complete_checkpoint  # skips one cut short by a kill
-
     found = last_complete_checkpoint(Path(cfg.paths.output_dir))
     if found:
         log.info("resuming from %s", found)
