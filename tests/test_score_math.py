@@ -49,6 +49,7 @@ PATHOLOGICAL = r"\boxed{9^{9^{9^{9}}}}"  # sympy tries to evaluate this power an
         ("The answer is 42.", "42"),  # no box: an anchored answer counts
         ("9 + 17 = 26", "26"),  # ... else the last plain number
         ("The final answer is 3 + 2 = 5.", "5"),  # an anchored restated sum: its result counts
+        ("The answer is 16 + 12, which is 28.", "28"),
         (r"\boxed{2^{10}}", "1024"),  # a power is a value, not a calculation left undone
         ("So she pays 1,450,000 dollars in total.", "1,450,000"),
         ("It dropped to -5 degrees.", "-5"),
@@ -91,6 +92,8 @@ def test_correct_answers_score_one(completion, gold):
         ("The final answer is 16 + 12.", "28"),
         ("The final answer is 16 + 12 = 38.", "28"),
         ("Final final answer is 0 - 1.", "-1"),
+        ("The final answer is 0 + 15.", "15"),  # an operand is not the result
+        ("The final answer is 15 - 0.", "15"),
         (r"\boxed{16+12}", "28"),
         (r"The answer is $3 \times 4$.", "12"),
         ("", "5"),

@@ -67,8 +67,12 @@ def grade(task: tuple[str, str, str]) -> tuple[float, str | None, bool]:
         predicted = _parse_boxed(payload)
     else:
         predicted = parse(payload, _config(), parsing_timeout=None)
-        if predicted and answers.unevaluated_arithmetic(_display(predicted)):
-            predicted = []  # "the answer is 3 + 2 = 5": the restated sum is not the answer
+        if predicted and answers.unevaluated_arithmetic(restated := _display(predicted)):
+            # "the answer is 3 + 2 = 5": the restated sum is not the answer, a number after it
+            # may be; its own operands never are ("the answer is 0 + 15" is no answer of 15).
+            cut = payload.rfind(restated)
+            payload = payload[cut + len(restated):] if cut >= 0 else ""
+            predicted = []
         number = answers.last_number(payload) if not predicted else None
         if number is not None:
             predicted = _parse_boxed(answers.without_thousands_separators(number))
