@@ -184,6 +184,10 @@ def _flatten(node: Any, prefix: str = ""):
         yield prefix, node
 
 
+class LostJobError(RuntimeError):
+    """A sweep job ended without returning: killed, its node lost, out of time."""
+
+
 def record_failed_job(cfg: DictConfig, job_dir: Path, err: BaseException,
                       tags: dict[str, str], parent_run_id: str | None) -> None:
     """Leave the failure where the summary and MLflow look: even a config error gets a run."""
@@ -192,9 +196,11 @@ def record_failed_job(cfg: DictConfig, job_dir: Path, err: BaseException,
     run_dir = run_dir_of(job_dir)
     if not (run_dir / STATUS_FILE).is_file():  # the controller did not get as far as a run
         (job_dir / STATUS_FILE).write_text(FAILED + "\n")
-    if (run_dir / RUN_ID_FILE).is_file() or OmegaConf.select(cfg, "logger.name") in (None, "none"):
-        return
-    if not _is_tracking_node(cfg):  # node 0 of a multi-node job reports the failure
+    if OmegaConf.select(cfg, "logger.name") in (None, "none") or not _is_tracking_node(cfg):
+        return  # (node 0 of a multi-node job reports the failure)
+    if (run_dir / RUN_ID_FILE).is_file():
+        # Ended by the controller, unless the controller itself was killed mid-run.
+        _fail_if_running(cfg, (run_dir / RUN_ID_FILE).read_text().strip(), err)
         return
     from r1exp.tracking.mlflow_run import open_run
 
@@ -207,6 +213,35 @@ def record_failed_job(cfg: DictConfig, job_dir: Path, err: BaseException,
     run.log_artifacts(job_dir / ERROR_FILE)
     run.log_artifacts(job_dir / ".hydra", ".hydra")
     run.finish(FAILED)
+
+
+def _fail_if_running(cfg: DictConfig, run_id: str, err: BaseException) -> None:
+    from r1exp.tracking.mlflow_run import TRACKING_URI_ENV, absolute_tracking_uri, client_for
+
+    uri = absolute_tracking_uri(os.environ.get(TRACKING_URI_ENV) or cfg.logger.tracking_uri)
+    client = client_for(uri)
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_tag(run_id, "error", first_line(err)[:5000])
+        client.set_terminated(run_id, FAILED)
+
+
+def record_lost_job(config: DictConfig, job_dir: Path, overrides: list[str], reason: str) -> None:
+    """On the submitting host, a job that ended without returning, recorded as a failed one.
+
+    `config` is the job's composed config with its `hydra` node (the launcher's view).
+    """
+    hydra_dir = job_dir / ".hydra"
+    if not (hydra_dir / "overrides.yaml").is_file():  # it never started: the summary finds
+        hydra_dir.mkdir(parents=True, exist_ok=True)   # jobs by this file
+        OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
+    sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+    record = read_sweep_record(sweep_dir) or {}
+    tags = {"overrides": " ".join(overrides), "sweep.dir": str(sweep_dir),
+            "sweep.job": str(config.hydra.job.num)}
+    cfg = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+    with open_dict(cfg):  # `${hydra:runtime.output_dir}` would name the submitting process's dir
+        cfg.paths.output_dir = str(job_dir)
+    record_failed_job(cfg, job_dir, LostJobError(reason), tags, record.get("parent_run_id"))
 
 
 def run_dir_of(job_dir: Path) -> Path:
