@@ -198,3 +198,15 @@ def test_cfg_job_never_imports_torch(tmp_path):
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "stage: grpo" in out.stdout
+
+
+def test_runs_started_in_the_same_second_get_dirs_of_their_own(tmp_path):
+    # A shell loop of `r1exp ... &` starts its runs within one second. With second-resolution
+    # names they shared one dir, and all but one failed on its lock.
+    runs = [subprocess.Popen([sys.executable, "-m", "r1exp", "dry_run=true"], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for _ in range(3)]
+    for run in runs:
+        assert run.wait(timeout=120) == 0, run.stderr.read()
+        run.stderr.close()
+    assert len(list((tmp_path / "multirun_outputs" / "runs").glob("*/*_grpo"))) == 3
