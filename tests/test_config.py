@@ -43,7 +43,8 @@ def planned(overrides: list[str]):
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_validates(group, option):
     # A global batch every profile's world size x per-device batch divides (lcm of 8 and 28).
-    overrides = [f"{group}={option}"] + ([] if group == "experiment" else ["train.global_batch_size=56"])
+    overrides = [f"{group}={option}"] + ([] if group == "experiment"
+                                         else ["train.global_batch_size=56"])
     if group == "dataset" and option == "jsonl":
         overrides.append("dataset.path=/data/any.jsonl")
     cfg = composed(overrides)
@@ -110,7 +111,8 @@ def test_indivisible_global_batch_names_the_three_numbers():
         planned(["hardware=rtx3060-12g", "train.global_batch_size=9", "grpo.num_generations=3"])
     message = str(err.value)
     assert "train.global_batch_size=9" in message and "world_size (1)" in message
-    assert "per_device_train_batch_size (2)" in message and "use train.global_batch_size=8" in message
+    assert ("per_device_train_batch_size (2)" in message
+            and "use train.global_batch_size=8" in message)
 
 
 def test_num_generations_must_divide_the_generation_batch():
@@ -120,7 +122,8 @@ def test_num_generations_must_divide_the_generation_batch():
 
 @pytest.mark.parametrize("override,key", [
     ("hardware.dtype=bf16", "hardware.dtype=bf16 on the cpu profile"),
-    ("hardware.dtype=fp64", "hardware.dtype='fp64' is not allowed; choose one of: fp32, bf16, fp16"),
+    ("hardware.dtype=fp64",
+     "hardware.dtype='fp64' is not allowed; choose one of: fp32, bf16, fp16"),
     ("train.learning_rate=fast", "train.learning_rate"),
     ("grpo.loss_type=ppo", "grpo.loss_type='ppo' is not allowed"),
 ])

@@ -206,7 +206,8 @@ def test_offline_copies_per_split_never_train_on_the_test_file(monkeypatch, tmp_
              "test": _write(tmp_path, "test.jsonl", ROWS[3:5])}
     cfg = dataset_cfg("gsm8k", offline_path=files)
     assert len(load_split(cfg, "train", seed=0)) == 3 and len(load_split(cfg, "test", seed=0)) == 2
-    with pytest.raises(ConfigError, match=r"copies of splits \['test', 'train'\], not 'validation'"):
+    with pytest.raises(ConfigError,
+                       match=r"copies of splits \['test', 'train'\], not 'validation'"):
         load_split(cfg, "validation", seed=0)
 
 

@@ -100,7 +100,8 @@ def test_shards_commit_by_size_and_on_exit_and_resume_numbering(tmp_path):
         assert writer.add([sample(0, 1), sample(1, 0)]) == 3
         writer.add([sample(1, 1)])
         assert [p.name for p in ledger.shard_paths(tmp_path)] == ["shard-00000.jsonl"]
-    assert [p.name for p in ledger.shard_paths(tmp_path)] == ["shard-00000.jsonl", "shard-00001.jsonl"]
+    assert [p.name for p in ledger.shard_paths(tmp_path)] == ["shard-00000.jsonl",
+                                                              "shard-00001.jsonl"]
     (tmp_path / "shard-00002.jsonl.tmp").write_text('{"half a line')  # a killed attempt's leftover
     writer = ledger.ShardWriter(tmp_path, shard_size=2, interval_s=3600)
     assert writer.next_seq == 2 and not (tmp_path / "shard-00002.jsonl.tmp").exists()
@@ -127,18 +128,21 @@ def test_time_based_commit(tmp_path):
 
 def test_ranks_write_their_own_shards(tmp_path):
     for rank in (0, 1):
-        with ledger.ShardWriter(tmp_path, shard_size=1, interval_s=3600, rank=rank, world_size=2) as w:
+        with ledger.ShardWriter(tmp_path, shard_size=1, interval_s=3600, rank=rank,
+                                world_size=2) as w:
             w.add([sample(rank, 0)])
     assert [p.name for p in ledger.shard_paths(tmp_path)] == ["shard-r0-00000.jsonl",
                                                               "shard-r1-00000.jsonl"]
-    assert ledger.ShardWriter(tmp_path, shard_size=1, interval_s=1, rank=1, world_size=2).next_seq == 1
+    assert ledger.ShardWriter(tmp_path, shard_size=1, interval_s=1, rank=1,
+                              world_size=2).next_seq == 1
 
 
 # --- filtering --------------------------------------------------------------------------------
 
 
 def test_keep_modes():
-    verdicts = [Verdict((0, 0), True, False), Verdict((0, 1), True, True), Verdict((0, 2), True, True),
+    verdicts = [Verdict((0, 0), True, False), Verdict((0, 1), True, True),
+                Verdict((0, 2), True, True),
                 Verdict((1, 0), False, None), Verdict((1, 1), True, False),
                 Verdict((2, 3), True, True), Verdict((2, 1), True, True)]
     assert kept_keys(verdicts, "all") == {(0, 0), (0, 1), (0, 2), (1, 1), (2, 3), (2, 1)}
@@ -150,7 +154,8 @@ def test_keep_modes():
 def test_scoring_uses_the_math_scorer():
     from r1exp.generation.filtering import score_rows
 
-    rows = [{"generation": "so \\boxed{4}", "answer": "4"}, {"generation": "\\boxed{5}", "answer": "4"},
+    rows = [{"generation": "so \\boxed{4}", "answer": "4"},
+            {"generation": "\\boxed{5}", "answer": "4"},
             {"generation": None, "answer": "4"}, {"generation": "\\boxed{4}", "answer": None}]
     score_rows(rows, timeout_s=5)
     assert [r["correct"] for r in rows] == [True, False, None, None]
@@ -250,7 +255,8 @@ def test_the_dataset_dir_loads_as_dataset_jsonl_and_in_sft(tmp_path):
     finalized(out, "all", {(0, 0), (0, 1), (1, 0)})
     cfg = composed(tmp_path, "stage=sft", "dataset=jsonl", f"dataset.path={out}")
     rows = load_split(cfg.dataset, cfg.dataset.train_split, seed=cfg.seed)
-    assert len(rows) == 2 and {"problem", "answer", "generation", "messages"} <= set(rows.column_names)
+    assert (len(rows) == 2
+            and {"problem", "answer", "generation", "messages"} <= set(rows.column_names))
     examples = to_sft_examples(rows, cfg.dataset, cfg.sft)
     first = examples[0]
     assert first["prompt"] == [{"role": "user", "content": "p0"}]

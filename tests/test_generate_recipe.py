@@ -21,7 +21,8 @@ def step(run_dir: Path, *overrides: str):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"paths.output_dir={run_dir}",
-                                           "experiment=distill-then-sft", "logger=none", *overrides])
+                                           "experiment=distill-then-sft", "logger=none",
+                                           *overrides])
     return prepare(cfg)[0]
 
 

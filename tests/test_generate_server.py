@@ -254,5 +254,6 @@ def test_transformers_engine_on_cpu_and_sft_reads_the_output(tmp_path):
     loaded = load_split(sft.dataset, sft.dataset.train_split, seed=sft.seed)
     assert len(loaded) == 4
     examples = to_sft_examples(loaded, sft.dataset, sft.sft)
-    assert [m["role"] for m in examples[0]["prompt"] + examples[0]["completion"]] == ["user", "assistant"]
+    assert ([m["role"] for m in examples[0]["prompt"] + examples[0]["completion"]]
+            == ["user", "assistant"])
     assert examples[0]["prompt"][0]["content"] == loaded[0]["problem"]

@@ -60,7 +60,8 @@ def test_trl_accepts_the_arguments():
     from trl import GRPOConfig
 
     trl_args = GRPOConfig(**arguments("train.global_batch_size=16"), reward_weights=[1.0, 0.5])
-    assert trl_args.gradient_accumulation_steps == 2 and trl_args.num_generations == 4  # the quickstart recipe
+    # the quickstart recipe
+    assert trl_args.gradient_accumulation_steps == 2 and trl_args.num_generations == 4
 
 
 @pytest.mark.parametrize("enabled", [True, False])
@@ -131,6 +132,7 @@ def test_every_grpo_recipe_plans_on_every_profile_or_says_why(recipe, hardware):
         plan = make_plan(cfg)
     except ConfigError as err:
         # The only acceptable refusals name the key to change.
-        assert any(key in str(err) for key in ("train.global_batch_size", "hardware.", "grpo.")), err
+        assert any(key in str(err)
+                   for key in ("train.global_batch_size", "hardware.", "grpo.")), err
         return
     assert plan.global_batch_size % cfg.grpo.num_generations == 0

@@ -28,7 +28,8 @@ def test_logged_reward_metrics_match_recomputation_on_the_logged_samples(tmp_pat
     done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    table = pd.read_parquet(next((tmp_path / "run" / "checkpoints" / "completions").glob("*.parquet")))
+    table = pd.read_parquet(
+        next((tmp_path / "run" / "checkpoints" / "completions").glob("*.parquet")))
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     run = client.search_runs([client.get_experiment_by_name("r1exp").experiment_id])[0]
     funcs, logged_weights = build_reward_functions(

@@ -80,5 +80,6 @@ def test_trust_remote_code_is_off_unless_a_model_config_says_so():
     ("auto", "fp32", "cpu", "sdpa"),
     ("auto", "fp16", "cuda", "sdpa"),  # flash-attn only in bf16
 ])
-def test_auto_attention_only_picks_flash_attn_where_it_can_run(requested, dtype, accelerator, expected):
+def test_auto_attention_only_picks_flash_attn_where_it_can_run(requested, dtype, accelerator,
+                                                               expected):
     assert resolve_attn_implementation(requested, dtype, accelerator) == expected

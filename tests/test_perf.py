@@ -108,7 +108,8 @@ def test_accelerate_trainer_switches_compiled_generation_on():
     assert trainer.generation_config.disable_compile is False
     assert trainer.generation_config.compile_config.mode == "reduce-overhead"
 
-    untouched = SimpleNamespace(generation_config=GenerationConfig(disable_compile=True), model=model)
+    untouched = SimpleNamespace(generation_config=GenerationConfig(disable_compile=True),
+                                model=model)
     accelerate_trainer(untouched, config(["stage=grpo", "hardware=cpu"]))
     assert untouched.generation_config.disable_compile is True
 

@@ -33,12 +33,14 @@ def mlflow_runs(tmp_path: Path):
 
 
 def test_quickstart_trains_and_tracks(tmp_path):
-    proc = r1exp(tmp_path, "train.max_steps=2", "train.save_steps=1", "grpo.max_completion_length=12")
+    proc = r1exp(tmp_path, "train.max_steps=2", "train.save_steps=1",
+                 "grpo.max_completion_length=12")
     output, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, output[-4000:]
 
     run_dir = tmp_path / "run"
-    assert (run_dir / "resolved.yaml").is_file() and (run_dir / "status").read_text() == "FINISHED\n"
+    assert ((run_dir / "resolved.yaml").is_file()
+            and (run_dir / "status").read_text() == "FINISHED\n")
     assert (run_dir / "checkpoints" / "checkpoint-2").is_dir()
     assert (run_dir / "model" / "config.json").is_file()
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -51,7 +53,8 @@ def test_quickstart_trains_and_tracks(tmp_path):
     assert [m.step for m in history] == [1, 2]
     assert "rewards/format/mean" in run.data.metrics and "reward" in run.data.metrics
     assert run.data.params["grpo.num_generations"] == "4"
-    assert run.data.tags["choice.hardware"] == "cpu" and run.data.tags["choice.model"] == "smollm2-135m"
+    assert (run.data.tags["choice.hardware"] == "cpu"
+            and run.data.tags["choice.model"] == "smollm2-135m")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"resolved.yaml", ".hydra", "metrics.json"} <= artifacts
 

@@ -138,7 +138,7 @@ def test_tag_count_counts_only_tags_that_occur_exactly_once():
     assert tag_count(answer_tag="")(["<think>r</think> 4", "<think>r"]) == [1.0, 0.5]
 
 
-# --- reasoning_steps --------------------------------------------------------------------------------
+# --- reasoning_steps ------------------------------------------------------------------------------
 
 
 def reasoning_steps(min_steps=3):

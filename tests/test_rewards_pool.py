@@ -140,8 +140,8 @@ def test_a_scoring_process_exits_promptly_and_leaves_no_workers():
     started = time.monotonic()
     # two ranks per node leave one core each: one worker is enough to test the exit path
     env = {**os.environ, "LOCAL_WORLD_SIZE": "2"}
-    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
-                            cwd=REPO, timeout=180, env=env)
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                            text=True, cwd=REPO, timeout=180, env=env)
     assert result.returncode == 0, result.stderr
     pids, score = result.stdout.split("]")
     assert score.strip() == "1.0"

@@ -91,11 +91,13 @@ def entry(name: str, **changes) -> dict:
     [
         (
             {"acuracy": {"weight": 1.0}},
-            r"reward\.acuracy: unknown reward; valid names are: accuracy, cosine, countdown, format",
+            r"reward\.acuracy: unknown reward; valid names are: "
+            r"accuracy, cosine, countdown, format",
         ),
         (
             entry("accuracy", gold_col="x"),
-            r"reward\.accuracy\.gold_col: unknown parameter; allowed: weight, gold_column, timeout_s",
+            r"reward\.accuracy\.gold_col: unknown parameter; "
+            r"allowed: weight, gold_column, timeout_s",
         ),
         (entry("format", weight="high"), r"reward\.format\.weight: expected float, got 'high'"),
         (entry("format", weight=True), r"reward\.format\.weight: expected float"),
@@ -130,12 +132,13 @@ def test_validation_imports_nothing_heavy():
                                                "timeout_s": 5.0}})
         validate_reward_config(config)
         build_reward_functions(config)
-        heavy = [m for m in ("math_verify", "sympy", "torch", "transformers", "latex2sympy2_extended")
+        heavy = [m for m in ("math_verify", "sympy", "torch", "transformers",
+                             "latex2sympy2_extended")
                  if m in sys.modules]
         print(heavy)
         """)
-    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
-                            cwd=REPO, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                            text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 

@@ -43,7 +43,8 @@ def workload(n: int, short: tuple[int, int], long: tuple[int, int], long_fractio
              seed: int) -> list[ChatRequest]:
     rng = random.Random(seed)
     n_long = round(n * long_fraction)
-    lengths = [rng.randint(*long) for _ in range(n_long)] + [rng.randint(*short) for _ in range(n - n_long)]
+    lengths = ([rng.randint(*long) for _ in range(n_long)]
+               + [rng.randint(*short) for _ in range(n - n_long)])
     rng.shuffle(lengths)
     return [ChatRequest((i, 0), ({"role": "user", "content": f"Count from {i} upwards."},), length,
                         0.7, 0.95, extra={"ignore_eos": True}) for i, length in enumerate(lengths)]
@@ -139,7 +140,8 @@ def run(endpoint: str, args) -> dict:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m r1exp.bench.generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--endpoint", default=None, help="an OpenAI-compatible …/v1 (default: start one)")
+    p.add_argument("--endpoint", default=None,
+                   help="an OpenAI-compatible …/v1 (default: start one)")
     p.add_argument("--model", default=MODEL, help="served model (conf/model option or dir)")
     p.add_argument("--server-args", default="",
                    help="more flags for the started server, e.g. '--device cuda --dtype bf16'")
@@ -165,7 +167,8 @@ def main(argv=None) -> None:
     print(f"\n{args.requests} requests per pass, max_tokens {lengths[0]}..{lengths[-1]} "
           f"(median {lengths[len(lengths) // 2]}), {args.max_in_flight} in flight, "
           f"{args.rounds} round(s)")
-    header = f"{'mode':10s} {'seconds':>9s} {'tokens':>8s} {'tokens/s':>9s} {'server max in flight':>21s}"
+    header = (f"{'mode':10s} {'seconds':>9s} {'tokens':>8s} {'tokens/s':>9s} "
+              f"{'server max in flight':>21s}")
     print(header)
     print("-" * len(header))
     for mode, t in totals.items():

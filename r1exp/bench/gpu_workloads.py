@@ -97,7 +97,8 @@ def compose(variant: Variant, out_dir: Path, tiny: bool, cuda: bool):
         f"model={variant.model}", "logger=none", f"paths.output_dir={out_dir / 'run'}",
         f"paths.cache_dir={out_dir / 'cache'}", f"hardware={'1xh100' if cuda else 'cpu'}",
         f"stage={variant.kind}", f"train.max_steps={total_steps}", "train.save_steps=100000",
-        "train.logging_steps=5", f"hardware.gradient_checkpointing={variant.gradient_checkpointing}",
+        "train.logging_steps=5",
+        f"hardware.gradient_checkpointing={variant.gradient_checkpointing}",
     ]
     if variant.kind == "sft":
         overrides += [f"sft.max_length={variant.seq}", f"sft.packing={variant.packing}",
@@ -169,7 +170,8 @@ def _tokenizer(model_dir: str):
 # --- sft ---------------------------------------------------------------------------------------
 
 
-def sft_documents(vocab: int, seq: int, count: int = SFT_DOCUMENTS, seed: int = 0) -> list[list[int]]:
+def sft_documents(vocab: int, seq: int, count: int = SFT_DOCUMENTS,
+                  seed: int = 0) -> list[list[int]]:
     """Documents of uniform random length in [seq/8, seq): the padded-batch worst case."""
     rng = random.Random(seed)
     return [[rng.randrange(2, vocab) for _ in range(rng.randrange(seq // 8, seq))]
@@ -208,7 +210,8 @@ def _plain_trl_args(variant: Variant, cfg, out_dir: Path) -> dict:
     return dict(
         output_dir=str(out_dir / "trl"), per_device_train_batch_size=variant.batch,
         gradient_accumulation_steps=1, max_steps=variant.warmup + variant.measure,
-        logging_steps=5, save_strategy="no", report_to="none", bf16=cuda and torch.cuda.is_available(),
+        logging_steps=5, save_strategy="no", report_to="none",
+        bf16=cuda and torch.cuda.is_available(),
         use_cpu=not cuda, gradient_checkpointing=variant.gradient_checkpointing,
         learning_rate=cfg.train.learning_rate, seed=cfg.seed,
     )

@@ -5,7 +5,8 @@
 Items: every reference solution of MATH-500, GSM8K test and AIME24 scored against its own answer
 (must be correct), plus a wrong variant of each: the same solution against another problem's
 answer with a different value (must be wrong). Both sides score the same chunks of items in
-turn, so that load from other processes on a shared machine falls on both alike. The baseline is plain math-verify, serial, in this
+turn, so that load from other processes on a shared machine falls on both alike. The baseline is
+plain math-verify, serial, in this
 process, with open-r1's accuracy settings (gold parsed with the default config, wrapped in `$`
 since open-r1's gold strings carry their delimiters; prediction parsed with its
 LatexExtractionConfig; `verify(gold, pred)` with math-verify's own SIGALRM timeouts). Both sides
@@ -167,7 +168,8 @@ def run(data_dir: Path, timeout_s: float) -> dict:
         "r1exp_cpu_s": round(totals["r1exp_cpu_s"], 2),
         "baseline_gold_correct": int(totals["baseline_gold_correct"]),
         "worker_startup_s": round(startup_s, 2),
-        "per_dataset_speedup": {r["dataset"]: round(r["baseline_s"] / r["r1exp_s"], 2) for r in rows},
+        "per_dataset_speedup": {r["dataset"]: round(r["baseline_s"] / r["r1exp_s"], 2)
+                                for r in rows},
     }
 
 
@@ -178,7 +180,8 @@ def print_table(rows: list[dict], totals: dict) -> None:
     print(header)
     print("-" * len(header))
     for row in rows + [{"dataset": "total", **totals}]:
-        gold = f"{int(row['gold_correct'])}/{row['gold_total']} ({int(row['baseline_gold_correct'])})"
+        gold = (f"{int(row['gold_correct'])}/{row['gold_total']} "
+                f"({int(row['baseline_gold_correct'])})")
         false = f"{int(row['false_positives'])} ({int(row['baseline_false_positives'])})"
         cpu = f"{row['r1exp_cpu_s']:.1f} ({row['baseline_cpu_s']:.1f})"
         print(

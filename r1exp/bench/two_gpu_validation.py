@@ -261,7 +261,8 @@ def read_results(run: Run, run_dir: Path, probe_dir: Path) -> dict:
         "loss_points": sum(1 for e in history if "loss" in e),
         "rewards": {e["step"]: e["reward"] for e in history if "reward" in e},
         "metrics": json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
-        "status": (run_dir / "status").read_text().strip() if (run_dir / "status").is_file() else "-",
+        "status": ((run_dir / "status").read_text().strip() if (run_dir / "status").is_file()
+                   else "-"),
         "ranks": [{
             "rank": r["rank"], "world_size": r["world_size"], "device": r["device"],
             "steps": r["global_step"],
@@ -335,7 +336,8 @@ def device_name(cpu: bool) -> str:
     if cpu:
         return "cpu"
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total",
+                              "--format=csv,noheader"],
                              check=False, capture_output=True, text=True,
                              timeout=30).stdout.strip()
         return "; ".join(out.splitlines()) or "unknown"

@@ -90,12 +90,14 @@ class Shape:
         return self.layers * self.layer_linear_params() + self.vocab * self.hidden
 
     def lora_params(self, rank: int, targets) -> int:
-        chosen = LINEARS if targets in ("all-linear", None) else [t for t in targets if t in LINEARS]
+        chosen = (LINEARS if targets in ("all-linear", None)
+                  else [t for t in targets if t in LINEARS])
         shapes = self.linear_shapes()
         return self.layers * rank * sum(sum(shapes[name]) for name in chosen)
 
     def lora_input_features(self, targets) -> int:
-        chosen = LINEARS if targets in ("all-linear", None) else [t for t in targets if t in LINEARS]
+        chosen = (LINEARS if targets in ("all-linear", None)
+                  else [t for t in targets if t in LINEARS])
         return sum(self.linear_shapes()[name][0] for name in chosen)
 
 
@@ -163,7 +165,8 @@ def estimate(work: Workload, device_bytes: float | None = None) -> MemoryEstimat
     trainable = work.shape.lora_params(work.lora_rank, work.lora_targets) if lora else total_params
     frozen = total_params - trainable if lora else 0
     weights, gradients, optimizer, optimizer_temp = _states(work, a, trainable, frozen)
-    reference = total_params * a / _shards(work, weights=True) if work.reference_model and not lora else 0.0
+    reference = (total_params * a / _shards(work, weights=True)
+                 if work.reference_model and not lora else 0.0)
 
     notes: list[str] = []
     if work.shape is None:
@@ -282,7 +285,8 @@ def _kv_cache(work: Workload, a: int) -> float:
     if not work.generation_sequences:
         return 0.0
     shape = work.shape
-    cache = work.generation_sequences * work.tokens_per_sequence * shape.layers * 2 * shape.kv_dim * a
+    cache = (work.generation_sequences * work.tokens_per_sequence
+             * shape.layers * 2 * shape.kv_dim * a)
     # prefill of the whole generation batch, without gradients: one layer's MLP at a time
     prefill = work.generation_sequences * work.tokens_per_sequence * a * (2 * shape.intermediate
                                                                           + 4 * shape.hidden)

@@ -17,7 +17,8 @@ from r1exp.errors import ConfigError
 CHOICES: dict[str, tuple[str, ...]] = {
     "hardware.accelerator": ("cpu", "cuda"),
     "hardware.dtype": ("fp32", "bf16", "fp16"),
-    "hardware.attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2", "flex_attention"),
+    "hardware.attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2",
+                                     "flex_attention"),
     "hardware.distributed": ("none", "ddp", "zero2", "zero3"),
     "hardware.generation_backend": ("transformers", "vllm"),
     "hardware.vllm.mode": ("colocate", "server"),
@@ -122,5 +123,6 @@ def _check_rewards(cfg: DictConfig) -> None:
     from r1exp.rewards import validate_reward_config
 
     if not cfg.reward:
-        raise ConfigError("reward=[] selects no reward; GRPO needs at least one, e.g. reward=[accuracy]")
+        raise ConfigError("reward=[] selects no reward; GRPO needs at least one, "
+                          "e.g. reward=[accuracy]")
     validate_reward_config(cfg.reward)

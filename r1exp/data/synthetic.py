@@ -43,7 +43,8 @@ def generate_splits(params: dict, seed: int) -> dict[str, list[Row]]:
 
 def _unique(count: int, rng: random.Random, make: Callable[[random.Random], Row], space: int):
     if count > space:
-        raise ConfigError(f"dataset.generator asks for {count} distinct problems; only {space} exist")
+        raise ConfigError(f"dataset.generator asks for {count} distinct problems; "
+                          f"only {space} exist")
     seen: set[str] = set()
     rows: list[Row] = []
     while len(rows) < count:
@@ -55,13 +56,15 @@ def _unique(count: int, rng: random.Random, make: Callable[[random.Random], Row]
 
 
 @register_generator("arithmetic")
-def arithmetic(count: int, rng: random.Random, *, max_operand: int, operations: list[str]) -> list[Row]:
+def arithmetic(count: int, rng: random.Random, *, max_operand: int,
+               operations: list[str]) -> list[Row]:
     """'What is a + b?' with operands in [0, max_operand]."""
     allowed = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
     unknown = [op for op in operations if op not in allowed]
     if unknown or not operations:
         raise ConfigError(
-            f"dataset.generator.operations={list(operations)} must be a non-empty subset of {list(allowed)}"
+            f"dataset.generator.operations={list(operations)} must be a non-empty subset of "
+            f"{list(allowed)}"
         )
 
     def make(r: random.Random) -> Row:

@@ -88,7 +88,8 @@ def parse_reply(payload) -> tuple[str, str | None, int | None, int | None]:
     if isinstance(reasoning, str) and reasoning:
         text = f"<think>\n{reasoning}\n</think>\n\n{text}"
     usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
-    return text, choice.get("finish_reason"), usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return (text, choice.get("finish_reason"), usage.get("prompt_tokens"),
+            usage.get("completion_tokens"))
 
 
 def backoff_delay(retry: int, settings: ClientSettings, retry_after: float | None = None) -> float:
@@ -157,7 +158,8 @@ def http_client(settings: ClientSettings):
     return httpx.AsyncClient(
         base_url=settings.endpoint.rstrip("/") + "/",
         headers=headers,
-        timeout=httpx.Timeout(settings.request_timeout_s, connect=min(30.0, settings.request_timeout_s)),
+        timeout=httpx.Timeout(settings.request_timeout_s,
+                              connect=min(30.0, settings.request_timeout_s)),
         limits=httpx.Limits(max_connections=settings.max_in_flight,
                             max_keepalive_connections=settings.max_in_flight),
     )
@@ -199,7 +201,8 @@ async def stream_chat(requests: Iterable[ChatRequest], settings: ClientSettings
 
 
 async def list_models(endpoint: str, timeout_s: float = 30.0) -> list[str]:
-    settings = ClientSettings(endpoint=endpoint, model="", max_in_flight=1, request_timeout_s=timeout_s)
+    settings = ClientSettings(endpoint=endpoint, model="", max_in_flight=1,
+                              request_timeout_s=timeout_s)
     async with http_client(settings) as http:
         reply = await http.get("models")
         reply.raise_for_status()

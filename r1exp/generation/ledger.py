@@ -119,7 +119,8 @@ class ShardWriter:
             return 0
         rows, self.buffer = self.buffer, []
         text = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
-        write_atomically(self.directory / shard_name(self.next_seq, self.rank, self.world_size), text)
+        write_atomically(self.directory / shard_name(self.next_seq, self.rank, self.world_size),
+                         text)
         self.next_seq += 1
         self.last_commit = time.monotonic()
         self.committed_rows += len(rows)

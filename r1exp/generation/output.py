@@ -69,7 +69,8 @@ def begin(out_dir: Path, *, settings: dict, fingerprint: str, config: dict,
         "settings": settings,
         "config": config,
         "provenance": {**provenance,
-                       "started_at": (previous or {}).get("provenance", {}).get("started_at", now()),
+                       "started_at": (previous or {}).get("provenance", {}).get("started_at",
+                                                                                now()),
                        "attempt_started_at": now(),
                        "attempts": (previous or {}).get("provenance", {}).get("attempts", 0) + 1},
         "counts": (previous or {}).get("counts", {}),
@@ -154,7 +155,8 @@ def _write_train_files(out_dir: Path, samples_dir: Path, keep: set[tuple[int, in
         key = (int(row["problem_id"]), int(row["sample_idx"]))
         if key in keep and key not in written:
             written.add(key)
-            buffer.append(json.dumps({f: row.get(f) for f in ROW_FIELDS}, ensure_ascii=False) + "\n")
+            buffer.append(json.dumps({f: row.get(f) for f in ROW_FIELDS}, ensure_ascii=False)
+                          + "\n")
             if len(buffer) >= shard_size:
                 flush()
     if buffer or not names:

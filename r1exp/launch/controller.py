@@ -131,7 +131,8 @@ def single_training_device(plan: Plan, cfg: DictConfig, env: dict[str, str]) -> 
     behind the plan's back. Found by the two-GPU validation (docs/scale-out.md). Eval and
     generate keep every GPU: one vLLM process may use several (tensor parallelism).
     """
-    if plan.world_size != 1 or plan.stage not in TRAINING_STAGES or cfg.hardware.accelerator != "cuda":
+    if (plan.world_size != 1 or plan.stage not in TRAINING_STAGES
+            or cfg.hardware.accelerator != "cuda"):
         return env
     visible = env.get("CUDA_VISIBLE_DEVICES")
     return {**env, "CUDA_VISIBLE_DEVICES": visible.split(",")[0] if visible is not None else "0"}

@@ -50,7 +50,8 @@ class ContinuousBatchingBackend:
         self._ids = itertools.count()
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     async def complete(self, prompt_ids: list[int], *, max_tokens: int, temperature: float,

@@ -127,7 +127,8 @@ def create_app(backend, served_name: str, faults: FaultInjector, *, test_hooks: 
 
 
 def _unsupported(body, served_name: str) -> str | None:
-    if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+    if (not isinstance(body, dict) or not isinstance(body.get("messages"), list)
+            or not body["messages"]):
         return "`messages` must be a non-empty list of {role, content}"
     if body.get("model") not in (None, served_name):
         return f"model {body.get('model')!r} does not exist; this server serves {served_name!r}"
@@ -155,7 +156,8 @@ def load_backend(model: str, *, cache_dir: str, device: str, dtype: str, max_bat
         model_cfg = SimpleNamespace(name=model, path=model, revision=None, gguf=None,
                                     trust_remote_code=False, chat_template=None)
     hardware = SimpleNamespace(accelerator="cuda" if device.startswith("cuda") else "cpu",
-                               dtype=dtype, attn_implementation="sdpa", gradient_checkpointing=False)
+                               dtype=dtype, attn_implementation="sdpa",
+                               gradient_checkpointing=False)
     tokenizer = load_tokenizer(model_cfg, cache_dir)
     if dummy_weights:
         import torch

@@ -49,7 +49,8 @@ def check(cfg) -> None:
     for key in ("request_timeout_s", "score_timeout_s"):
         if g[key] <= 0:
             raise ConfigError(f"generate.{key}={g[key]} must be > 0")
-    if g.retry_backoff_s < 0 or g.retry_backoff_max_s < g.retry_backoff_s or g.commit_interval_s < 0:
+    if (g.retry_backoff_s < 0 or g.retry_backoff_max_s < g.retry_backoff_s
+            or g.commit_interval_s < 0):
         raise ConfigError(f"generate.retry_backoff_s={g.retry_backoff_s}, retry_backoff_max_s="
                           f"{g.retry_backoff_max_s} and commit_interval_s={g.commit_interval_s} "
                           "must be >= 0, with retry_backoff_max_s >= retry_backoff_s")
@@ -59,7 +60,8 @@ def check(cfg) -> None:
     if g.engine == "openai":
         if not g.endpoint or not str(g.endpoint).startswith(("http://", "https://")):
             raise ConfigError(f"generate.engine=openai needs generate.endpoint=http://host:port/v1 "
-                              f"(an OpenAI-compatible server such as `vllm serve`); got {g.endpoint!r}")
+                              "(an OpenAI-compatible server such as `vllm serve`); "
+                              f"got {g.endpoint!r}")
     elif g.endpoint or g.endpoint_model:
         raise ConfigError(f"generate.endpoint / generate.endpoint_model are read by "
                           f"generate.engine=openai only, not {g.engine}; set them to null or use "
@@ -241,7 +243,8 @@ class _Progress:
         self.bar = tqdm(total=total, initial=initial, unit="sample", desc="generate",
                         mininterval=2.0, dynamic_ncols=True)
         self.run = attached_run() if rank == 0 else None
-        self.done, self.new, self.errors, self.correct, self.scored, self.tokens = initial, 0, 0, 0, 0, 0
+        (self.done, self.new, self.errors, self.correct, self.scored,
+         self.tokens) = initial, 0, 0, 0, 0, 0
         self.started = time.perf_counter()
         self.last_log = 0.0
 
@@ -284,7 +287,8 @@ def _final_metrics(counts: dict, progress: _Progress) -> dict[str, float]:
         "generate/errors": counts["errors"],
         "generate/kept": counts["kept"],
         "generate/problems_kept": counts["problems_kept"],
-        "generate/correct_fraction": counts["correct"] / counts["scored"] if counts["scored"] else 0.0,
+        "generate/correct_fraction": (counts["correct"] / counts["scored"] if counts["scored"]
+                                      else 0.0),
         "generate/truncated_fraction": counts["finish_reasons"].get("length", 0) / samples,
         "generate/samples_new": progress.new,
         "generate/wall_s": time.perf_counter() - progress.started,

@@ -40,7 +40,8 @@ def run(cfg) -> dict[str, float]:
     model_dir = resolve_model_dir(cfg.model, cfg.paths.cache_dir)
     tokenizer = load_tokenizer(cfg.model, cfg.paths.cache_dir)
     dataset = load_split(cfg.dataset, cfg.dataset.train_split, seed=cfg.seed)
-    require_columns(dataset, [cfg.dataset.prompt_column, cfg.dataset.answer_column], cfg.dataset.name)
+    require_columns(dataset, [cfg.dataset.prompt_column, cfg.dataset.answer_column],
+                    cfg.dataset.name)
     dataset = dataset.map(lambda row: {"prompt": conversation(row, cfg)})
     reward_funcs, reward_weights = build_reward_functions(cfg.reward)
 
