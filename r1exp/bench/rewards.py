@@ -6,10 +6,10 @@ Items: every reference solution of MATH-500, GSM8K test and AIME24 scored agains
 (must be correct), plus a wrong variant of each: the same solution against another problem's
 answer with a different value (must be wrong). Both sides score the same chunks of items in
 turn, so that load from other processes on a shared machine falls on both alike. The baseline is
-plain math-verify, serial, in this
-process, with open-r1's accuracy settings (gold parsed with the default config, wrapped in `$`
-since open-r1's gold strings carry their delimiters; prediction parsed with its
-LatexExtractionConfig; `verify(gold, pred)` with math-verify's own SIGALRM timeouts). Both sides
+plain math-verify, serial, in this process, with open-r1's accuracy settings (gold parsed with
+the default config, wrapped in `$` since open-r1's gold strings carry their delimiters;
+prediction parsed with its LatexExtractionConfig; `verify(gold, pred)` with math-verify's own
+SIGALRM timeouts). Both sides
 first parse the same warm-up answers, so neither pays for a cold LaTeX parser in the timing;
 r1exp's worker start-up is reported separately. CPU seconds (r1exp: this process plus its
 workers) are reported beside wall time: on a machine shared with other sessions, Linux's autogroup
