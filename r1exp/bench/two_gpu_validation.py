@@ -124,24 +124,32 @@ def overrides(run: Run, model_dir: Path, shape: dict, vocab: int, params: float,
 
 PROBE = r'''
 # Written by r1exp/bench/two_gpu_validation.py; active only where R1EXP_PROBE_DIR is set.
-import os, sys
+import os, sys, time
+
+# GRPO's phases, timed per call (each includes what it calls: training_step holds
+# _prepare_inputs, which holds _generate_and_score_completions on the steps that generate).
+GRPO_PHASES = ("_generate", "_calculate_rewards", "_generate_and_score_completions",
+               "_prepare_inputs", "training_step")
+_phase_s = {}
+
+
+def _now():
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
 
 def _probe_trainer(module):
-    import json, time
+    import json
     from transformers.trainer_callback import TrainerCallback
-
-    def now():
-        import torch
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return time.perf_counter()
 
     class StepProbe(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            self.ends = [now()]
+            self.ends = [_now()]
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.ends.append(now())
+            self.ends.append(_now())
 
         def on_train_end(self, args, state, control, **kwargs):
             import torch
@@ -152,6 +160,7 @@ def _probe_trainer(module):
                 "device": torch.cuda.get_device_name() if cuda else "cpu",
                 "global_step": state.global_step,
                 "step_s": [b - a for a, b in zip(self.ends, self.ends[1:])],
+                "phase_s": _phase_s,
                 "peak_allocated_gb": torch.cuda.max_memory_allocated() / 1e9 if cuda else None,
                 "peak_reserved_gb": torch.cuda.max_memory_reserved() / 1e9 if cuda else None,
             }
@@ -168,11 +177,32 @@ def _probe_trainer(module):
     module.Trainer.__init__ = __init__
 
 
+def _probe_grpo(module):
+    import functools
+
+    def timed(name, method):
+        @functools.wraps(method)
+        def wrapper(*args, **kwargs):
+            start = _now()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                _phase_s.setdefault(name, []).append(_now() - start)
+        return wrapper
+
+    for name in GRPO_PHASES:
+        if hasattr(module.GRPOTrainer, name):
+            setattr(module.GRPOTrainer, name, timed(name, getattr(module.GRPOTrainer, name)))
+
+
+_PATCHES = {"transformers.trainer": _probe_trainer, "trl.trainer.grpo_trainer": _probe_grpo}
+
+
 class _Hook:
-    """Patches transformers.trainer once it is imported."""
+    """Patches the modules in _PATCHES once they are imported."""
 
     def find_spec(self, name, path, target=None):
-        if name != "transformers.trainer":
+        if name not in _PATCHES:
             return None
         import importlib.machinery
         spec = importlib.machinery.PathFinder.find_spec(name, path)
@@ -182,7 +212,7 @@ class _Hook:
 
         def patched(module):
             exec_module(module)
-            _probe_trainer(module)
+            _PATCHES[name](module)
 
         spec.loader.exec_module = patched
         return spec
@@ -270,6 +300,9 @@ def read_results(run: Run, run_dir: Path, probe_dir: Path) -> dict:
             # the first step pays for warm-up (allocator, kernels); the rest is the steady state
             "median_step_s": statistics.median(r["step_s"][1:]) if len(r["step_s"]) > 1 else None,
             "peak_allocated_gb": r["peak_allocated_gb"], "peak_reserved_gb": r["peak_reserved_gb"],
+            "phases": {name: {"calls": len(times), "median_s": statistics.median(times),
+                              "total_s": sum(times)}
+                       for name, times in r.get("phase_s", {}).items() if times},
         } for r in ranks],
     }
 
@@ -329,6 +362,13 @@ def table(runs: list[Run], device: str) -> str:
             f"{r.get('metrics', {}).get('train/global_step', '-')} | {r['wall_s']:.1f} | "
             f"{median} | {first_step} | {per_rank} | {r.get('loss_points', 0)} / {len(losses)} | "
             f"{status} | {fmt(losses[min(losses)], '.4f') if losses else '-'} | {cmp_text} |")
+    phase_lines = [f"| {run.name} | {rank['rank']} | {name} | {p['calls']} | {p['median_s']:.3f} "
+                   f"| {p['total_s']:.2f} |"
+                   for run in runs for rank in run.result.get("ranks", [])
+                   for name, p in rank.get("phases", {}).items()]
+    if phase_lines:
+        lines += ["", "| run | rank | GRPO phase | calls | median (s) | total (s) |",
+                  "|---|---|---|---|---|---|", *phase_lines]
     return "\n".join(lines)
 
 
