@@ -19,7 +19,8 @@ machines); losses come from `<run_dir>/model/trainer_state.json`, which rank 0 w
 
 Step time and peak memory per rank are measured from outside the product code: a
 `sitecustomize` on the workers' PYTHONPATH (written into the work dir, active only where
-R1EXP_PROBE_DIR is set) adds a TrainerCallback to every Trainer and writes one JSON per rank.
+R1EXP_PROBE_DIR is set) adds a TrainerCallback to every Trainer, times GRPOTrainer's phases
+(generation, rewards, training step) and writes one JSON per rank.
 
 Loss agreement (explained in docs/scale-out.md, "Two-GPU validation"): the first logged loss is
 computed before any update, from the same weights and the same micro-batches, so only the order
