@@ -180,12 +180,10 @@ def reattach_run(cfg: DictConfig, run_dir: Path):
     id_file = Path(run_dir) / MLFLOW_RUN_ID_FILE
     if cfg.logger.name == "none" or not id_file.is_file():
         return None
-    from r1exp.tracking.mlflow_run import (
-        TRACKING_URI_ENV, TrackedRun, absolute_tracking_uri, client_for,
-    )
+    from r1exp.tracking.mlflow_run import TrackedRun, client_for, tracking_uri
 
     run_id = id_file.read_text().strip()
-    uri = absolute_tracking_uri(os.environ.get(TRACKING_URI_ENV) or cfg.logger.tracking_uri)
+    uri = tracking_uri(cfg)
     client = client_for(uri)
     try:
         previous = client.get_run(run_id)

@@ -29,6 +29,12 @@ def absolute_tracking_uri(uri: str) -> str:
     return uri
 
 
+def tracking_uri(cfg) -> str:
+    """Where a run of `cfg` logs: MLFLOW_TRACKING_URI (set for workers and sweep jobs), else
+    logger.tracking_uri, as an absolute URI."""
+    return absolute_tracking_uri(os.environ.get(TRACKING_URI_ENV) or cfg.logger.tracking_uri)
+
+
 def _artifact_root(uri: str) -> str | None:
     if uri.startswith("sqlite:///"):
         return str(Path(uri[len("sqlite:///"):]).parent / "mlartifacts")
@@ -94,7 +100,7 @@ def open_run(cfg, resolved: dict[str, Any], run_dir: Path, tags: dict[str, str],
         return None
     from mlflow.entities import Param
 
-    uri = absolute_tracking_uri(os.environ.get(TRACKING_URI_ENV) or cfg.logger.tracking_uri)
+    uri = tracking_uri(cfg)
     client = client_for(uri)
     exp_id = experiment_id(client, cfg.logger.experiment_name, uri)
     all_tags = {**tags, "git_commit": git_commit(), "run_dir": str(run_dir)}

@@ -216,10 +216,9 @@ def record_failed_job(cfg: DictConfig, job_dir: Path, err: BaseException,
 
 
 def _fail_if_running(cfg: DictConfig, run_id: str, err: BaseException) -> None:
-    from r1exp.tracking.mlflow_run import TRACKING_URI_ENV, absolute_tracking_uri, client_for
+    from r1exp.tracking.mlflow_run import client_for, tracking_uri
 
-    uri = absolute_tracking_uri(os.environ.get(TRACKING_URI_ENV) or cfg.logger.tracking_uri)
-    client = client_for(uri)
+    client = client_for(tracking_uri(cfg))
     if client.get_run(run_id).info.status == "RUNNING":
         client.set_tag(run_id, "error", first_line(err)[:5000])
         client.set_terminated(run_id, FAILED)
@@ -303,15 +302,9 @@ def _git(repo: Path, *args: str) -> str | None:
 def open_parent_run(config: DictConfig, sweep_dir: Path) -> dict[str, str] | None:
     if OmegaConf.select(config, "logger.name") in (None, "none"):
         return None
-    from r1exp.tracking.mlflow_run import (
-        TRACKING_URI_ENV,
-        absolute_tracking_uri,
-        client_for,
-        experiment_id,
-        git_commit,
-    )
+    from r1exp.tracking.mlflow_run import client_for, experiment_id, git_commit, tracking_uri
 
-    uri = absolute_tracking_uri(os.environ.get(TRACKING_URI_ENV) or config.logger.tracking_uri)
+    uri = tracking_uri(config)
     client = client_for(uri)
     exp_id = experiment_id(client, config.logger.experiment_name, uri)
     params = OmegaConf.select(config, "hydra.sweeper.params")  # None without a sweep file
