@@ -8,6 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 import r1exp.config  # noqa: F401  (registers the r1exp.project_root resolver)
+from r1exp.config.group_overrides import exits_on_bad_group_choice
 from r1exp.errors import ConfigError
 
 # An absolute path: Hydra would otherwise look for a Python module `conf` when r1exp is
@@ -15,6 +16,8 @@ from r1exp.errors import ConfigError
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
+# Outside @hydra.main: Hydra turns a bad group choice into a traceback before main runs.
+@exits_on_bad_group_choice(CONF_DIR)
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> dict | None:
     from hydra.core.hydra_config import HydraConfig

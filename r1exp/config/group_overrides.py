@@ -1,0 +1,159 @@
+"""Check the command line's config-group choices before Hydra composes anything.
+
+Hydra reports a typo in a group choice in several ways, some of them a traceback:
+`hardware=3060` (an int) ends in "Config group override must be a string or a list. Got int",
+`reward=[accuracy,nonexistent]` names the missing file but not the rewards that exist. Checking
+each group override against its group's options first gives one message with the options for
+single and multi-select groups (`reward=[a,b]`), nested ones (`hydra/launcher=...`), `+group=`,
+`~group=` and multirun sweeps (`-m hardware=cpu,3060`), and exits 2 like every config error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from dataclasses import fields
+from typing import Any, Callable
+
+from hydra.core.override_parser.types import Override, QuotedString, ValueType
+
+from r1exp.config.schema import RunConfig
+from r1exp.errors import ConfigError
+
+# Options of these are expanded by Hydra itself from the group's listing (`glob(*)`).
+_EXPANDED_SWEEPS = (ValueType.GLOB_CHOICE_SWEEP,)
+_NUMERIC_SWEEPS = (ValueType.RANGE_SWEEP, ValueType.INTERVAL_SWEEP)
+
+
+def exits_on_bad_group_choice(config_dir: str) -> Callable:
+    """Decorator for the @hydra.main function: check its command line's group choices first.
+
+    Only the command-line entry (called without arguments) is checked; a config passed in (a
+    sweep job, a test) was composed already.
+    """
+
+    def decorate(hydra_main: Callable) -> Callable:
+        @functools.wraps(hydra_main)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            if not args and not kwargs:
+                _check_command_line(config_dir)
+            return hydra_main(*args, **kwargs)
+
+        return checked
+
+    return decorate
+
+
+def _check_command_line(config_dir: str) -> None:
+    from hydra._internal.utils import get_args_parser  # the parser @hydra.main itself uses
+
+    args, _ = get_args_parser().parse_known_args()
+    if args.config_path or args.config_dir or args.config_name or args.experimental_rerun:
+        return  # another config tree than `config_dir`: Hydra checks against that one
+    try:
+        check_group_overrides(args.overrides, config_dir)
+    except ConfigError as err:
+        from r1exp.launch.controller import config_error_exit
+
+        config_error_exit(err)
+
+
+def check_group_overrides(overrides: list[str], config_dir: str) -> None:
+    """Raise one ConfigError listing every override that picks an option its group lacks."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException:
+        return  # Hydra's own message shows where the syntax breaks
+    candidates = [o for o in parsed if "." not in o.key_or_group]
+    if not candidates:
+        return
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        groups = _Groups(GlobalHydra.instance().config_loader())
+        problems = [problem for o in candidates for problem in _problems(o, groups)]
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+class _Groups:
+    """The config groups and their options, as Hydra's search path sees them (conf/, Hydra's
+    own groups such as hydra/launcher=basic, and launcher plugins)."""
+
+    def __init__(self, loader: Any):
+        self._loader = loader
+
+    def children(self, parent: str) -> list[str]:
+        return sorted(self._loader.list_groups(parent))
+
+    def options(self, group: str) -> list[str]:
+        from hydra.core.object_type import ObjectType
+
+        return sorted(self._loader.get_group_options(group, results_filter=ObjectType.CONFIG))
+
+
+def _problems(override: Override, groups: _Groups) -> list[str]:
+    key = override.key_or_group
+    parent, _, leaf = key.rpartition("/")
+    if leaf not in groups.children(parent):
+        return _not_a_group(override, groups, parent)
+    if override.value_type is None or override.value_type in _EXPANDED_SWEEPS:
+        return []  # `~group` deletes whatever is chosen
+    options = groups.options(key)
+    listing = f"options: {', '.join(options)}"
+    if override.value_type in _NUMERIC_SWEEPS:
+        return [f"{override.input_line}: a numeric sweep cannot pick options of config group "
+                f"'{key}'; list them instead ({key}=a,b); {listing}"]
+    choices = _choices(override)
+    if None in choices:  # Hydra: "Config group override must be a string or a list"
+        return [f"{override.input_line}: null is not an option of config group '{key}'; "
+                f"drop the group with ~{key}, or pick one of its {listing}"]
+    bad = [choice for choice in choices if not _is_option(choice, options)]
+    return [f"{override.input_line}: {_shown(choice)} is not an option of config group "
+            f"'{key}'{_suggestion(choice, options)}; {listing}" for choice in bad]
+
+
+def _not_a_group(override: Override, groups: _Groups, parent: str) -> list[str]:
+    key = override.key_or_group
+    if not parent:
+        keys = [f.name for f in fields(RunConfig)]
+        if key in keys or key == "hydra" or override.is_add() or override.is_force_add():
+            return []  # a top-level config key (`seed=1`), or one added on purpose (`+foo=1`)
+        return [f"{override.input_line}: '{key}' is neither a config group nor a config key; "
+                f"groups: {', '.join(groups.children(''))}; keys: {', '.join(sorted(keys))}"]
+    siblings = groups.children(parent)  # none when `parent` is no group either
+    where = f"groups under '{parent}': {', '.join(siblings)}" if siblings else \
+        f"top-level groups: {', '.join(groups.children(''))}"
+    return [f"{override.input_line}: '{key}' is not a config group; {where}"]
+
+
+def _choices(override: Override) -> list[Any]:
+    """Every option an override names: one, a multi-select list, or each of a sweep's."""
+    value = override.value()
+    picks = value.list if override.is_choice_sweep() else [value]
+    flat = []
+    for pick in picks:
+        flat.extend(pick if isinstance(pick, list) else [pick])
+    return [item.text if isinstance(item, QuotedString) else item for item in flat]
+
+
+def _is_option(choice: Any, options: list[str]) -> bool:
+    if isinstance(choice, str) and "${" in choice:
+        return True  # Hydra resolves an interpolated choice itself
+    return isinstance(choice, str) and choice in options
+
+
+def _shown(choice: Any) -> str:
+    return repr(choice) if isinstance(choice, str) else f"{choice} ({type(choice).__name__})"
+
+
+def _suggestion(choice: Any, options: list[str]) -> str:
+    text = str(choice)
+    if text in options:  # `hardware=1.5`-like names are parsed as numbers: quote them
+        return f" (quote it to pick the option: '{text}')"
+    close = difflib.get_close_matches(text, options, n=1) or [o for o in options if text in o]
+    return f" (did you mean {close[0]}?)" if close else ""
+
