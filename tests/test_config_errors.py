@@ -1,13 +1,19 @@
 """A typo on the command line gets one message, exit status 2 and no traceback: a group choice
-names the group and its options."""
+names the group and its options, a number out of range names the key and the range."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
+
+from r1exp.config.ranges import RANGES, Interval
+from r1exp.config.schema import RunConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -69,3 +75,59 @@ def test_good_group_choices_still_compose(tmp_path):
                 "hydra/launcher=local", "seed=3", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "tag_count:" in out.stdout and "seed: 3" in out.stdout
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.learning_rate=-1e-5", "train.learning_rate=-1e-05 must be > 0"),
+    ("train.warmup_ratio=1", "train.warmup_ratio=1.0 must be in [0, 1)"),
+    ("train.max_steps=0", "train.max_steps=0 must be -1 or >= 1"),
+    ("grpo.top_p=1.5", "grpo.top_p=1.5 must be in (0, 1]"),
+    ("grpo.num_generations=1", "grpo.num_generations=1 must be >= 2"),
+    ("hardware.vllm.gpu_memory_utilization=0",
+     "hardware.vllm.gpu_memory_utilization=0.0 must be in (0, 1]"),
+    ("reward.accuracy.weight=inf", "reward.accuracy.weight=inf must be finite"),
+    ("eval.pass_k=[1,0]", "eval.pass_k[1]=0 must be >= 1"),
+])
+def test_value_out_of_range_names_the_key_value_and_range(tmp_path, override, message):
+    assert message in refused(r1exp("dry_run=true", override, cwd=tmp_path))
+
+
+def numeric_knobs(schema: type, prefix: str = "") -> set[str]:
+    """Dotted keys of every int/float field of the schema (`*` for mapping keys, `[]` lists)."""
+    found = set()
+    for name, hint in typing.get_type_hints(schema).items():
+        key = f"{prefix}{name}"
+        if typing.get_origin(hint) is typing.Union:  # Optional[X]
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if hint in (int, float):
+            found.add(key)
+        elif dataclasses.is_dataclass(hint):
+            found |= numeric_knobs(hint, f"{key}.")
+        elif origin is list and args[0] in (int, float):
+            found.add(f"{key}[]")
+        elif origin is dict and dataclasses.is_dataclass(args[1]):
+            found |= numeric_knobs(args[1], f"{key}.*.")
+    return found
+
+
+def test_every_numeric_knob_of_the_schema_has_a_range():
+    knobs = numeric_knobs(RunConfig)
+    assert "train.learning_rate" in knobs and "benchmark.*.max_samples" in knobs
+    assert sorted(knobs - set(RANGES)) == []
+    # a misspelt key in the table would never be checked: `reward` alone is untyped
+    assert sorted(set(RANGES) - knobs) == ["reward.*.weight"]
+
+
+def test_interval_notation():
+    steps = Interval.parse("-1 or [1, inf)")
+    assert [v in steps for v in (-1, 0, 1, 10**9, math.inf, -2)] == [1, 0, 1, 1, 0, 0]
+    assert steps.words() == "-1 or >= 1"
+    fraction = Interval.parse("(0, 1]")
+    assert [v in fraction for v in (0, 1e-9, 1, 1.0001, math.nan)] == [0, 1, 1, 0, 0]
+    assert fraction.words() == "in (0, 1]"
+    finite = Interval.parse("(-inf, inf)")
+    assert [v in finite for v in (-1e308, math.inf, -math.inf, math.nan)] == [1, 0, 0, 0]
+    assert Interval.parse("(-inf, 0]").words() == "<= 0"
+    with pytest.raises(ValueError, match="not interval notation"):
+        Interval.parse(">= 1")

@@ -11,6 +11,7 @@ from typing import Any, Iterable
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from r1exp.config.ranges import check_ranges
 from r1exp.config.schema import RunConfig
 from r1exp.errors import ConfigError
 
@@ -38,6 +39,7 @@ TRAINING_STAGES = ("sft", "grpo")
 def validate(cfg: DictConfig) -> DictConfig:
     """Type-check `cfg` against the schema and run the cross-field checks; return it typed."""
     typed = _check_schema(cfg)
+    check_ranges(typed)
     for key, allowed in CHOICES.items():
         _check_choice(key, OmegaConf.select(typed, key), allowed)
     for feature in typed.hardware.lacks:
@@ -91,11 +93,6 @@ def _check_hardware(cfg: DictConfig) -> None:
         raise ConfigError(
             f"hardware.generation_backend=vllm but hardware '{hw.name}' has no vLLM build; "
             "use hardware.generation_backend=transformers"
-        )
-    if hw.num_nodes < 1 or hw.devices_per_node < 1:
-        raise ConfigError(
-            f"hardware.num_nodes={hw.num_nodes} and hardware.devices_per_node="
-            f"{hw.devices_per_node} must both be >= 1"
         )
 
 
