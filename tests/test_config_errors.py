@@ -1,5 +1,6 @@
 """A typo on the command line gets one message, exit status 2 and no traceback: a group choice
-names the group and its options, a number out of range names the key and the range."""
+names the group and its options, a number out of range names the key and the range, and a
+reward reading a column its dataset lacks is refused in the dry run, before any model loads."""
 
 from __future__ import annotations
 
@@ -11,9 +12,14 @@ import typing
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from r1exp.config.ranges import RANGES, Interval
 from r1exp.config.schema import RunConfig
+from r1exp.config.validate import validate
+from r1exp.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -131,3 +137,30 @@ def test_interval_notation():
     assert Interval.parse("(-inf, 0]").words() == "<= 0"
     with pytest.raises(ValueError, match="not interval notation"):
         Interval.parse(">= 1")
+
+
+def test_reward_column_missing_from_the_dataset_is_refused_in_the_dry_run(tmp_path):
+    # It used to pass the dry run, load the model and die at step 1 with KeyError: 'numbers'.
+    message = refused(r1exp("dry_run=true", "reward=[countdown]", cwd=tmp_path))
+    assert "reward.countdown.numbers_column='numbers' is not a column of dataset 'arithmetic'" \
+        in message and "answer, problem" in message
+    out = r1exp("dry_run=true", "dataset=countdown", "reward=[countdown,format]", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+
+
+def composed(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["paths.output_dir=/tmp/r1exp-test-run", *overrides])
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+
+
+def test_reward_columns_follow_rename_and_mixture_columns():
+    renamed = ["dataset=countdown", "reward=[countdown]", "+dataset.rename.numbers=operands"]
+    with pytest.raises(ConfigError, match="numbers_column='numbers'.*answer, operands, problem"):
+        validate(composed(renamed))
+    validate(composed([*renamed, "reward.countdown.numbers_column=operands"]))
+    mixture = ["dataset=jsonl", "dataset.path=/data/any.jsonl", "reward=[countdown]",
+               "dataset.mixture=[{path: /data/a.jsonl, columns: [problem, answer]}]"]
+    with pytest.raises(ConfigError, match="numbers_column='numbers'"):
+        validate(composed(mixture))

@@ -11,6 +11,7 @@ from typing import Any, Iterable
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from r1exp.config.columns import check_reward_columns
 from r1exp.config.ranges import check_ranges
 from r1exp.config.schema import RunConfig
 from r1exp.errors import ConfigError
@@ -123,3 +124,4 @@ def _check_rewards(cfg: DictConfig) -> None:
         raise ConfigError("reward=[] selects no reward; GRPO needs at least one, "
                           "e.g. reward=[accuracy]")
     validate_reward_config(cfg.reward)
+    check_reward_columns(cfg)

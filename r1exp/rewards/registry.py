@@ -3,6 +3,8 @@
 A factory takes its parameters as required keyword-only arguments with type annotations. The
 annotations are the schema (names and types); conf/reward/<name>.yaml holds the values, so a
 default lives in exactly one place. Every reward also takes `weight` (TRL's reward_weights).
+A parameter named `*_column` names a dataset column the reward reads (TRL passes each column
+as a keyword argument), so the dry run can check the dataset has it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class RewardSpec:
 
 
 REWARDS: dict[str, RewardSpec] = {}
+COLUMN_SUFFIX = "_column"
 
 
 def register(name: str):
@@ -59,6 +62,13 @@ def validate_reward_config(reward_cfg: Mapping) -> None:
     Cheap (no math-verify, no torch): it runs before any model is loaded.
     """
     _build(reward_cfg)
+
+
+def dataset_columns(reward_cfg: Mapping) -> dict[str, str]:
+    """{'reward.<name>.<param>': column} for every dataset column the selected rewards read."""
+    return {f"reward.{name}.{key}": value
+            for name, params in _entries(reward_cfg).items()
+            for key, value in params.items() if key.endswith(COLUMN_SUFFIX)}
 
 
 def build_reward_functions(reward_cfg: Mapping) -> tuple[list[RewardFn], list[float]]:
