@@ -164,3 +164,10 @@ def test_reward_columns_follow_rename_and_mixture_columns():
                "dataset.mixture=[{path: /data/a.jsonl, columns: [problem, answer]}]"]
     with pytest.raises(ConfigError, match="numbers_column='numbers'"):
         validate(composed(mixture))
+
+
+def test_eval_temperature_zero_needs_greedy_on_transformers():
+    with pytest.raises(ConfigError, match="eval.temperature=0 with eval.greedy=false"):
+        validate(composed(["eval.temperature=0"]))
+    validate(composed(["eval.temperature=0", "eval.greedy=true"]))
+    validate(composed(["eval.temperature=0", "eval.backend=vllm", "hardware=1xh100"]))

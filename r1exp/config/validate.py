@@ -49,6 +49,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     _check_generated_dataset(typed)
     _check_stage(typed)
     _check_rewards(typed)
+    _check_eval_sampling(typed)
     return typed
 
 
@@ -125,3 +126,14 @@ def _check_rewards(cfg: DictConfig) -> None:
                           "e.g. reward=[accuracy]")
     validate_reward_config(cfg.reward)
     check_reward_columns(cfg)
+
+
+def _check_eval_sampling(cfg: DictConfig) -> None:
+    # The eval knobs serve the eval stage and train.benchmarks alike. transformers samples
+    # only at a temperature > 0 ("strictly positive float"); vLLM reads 0 as greedy.
+    e = cfg.eval
+    if e.backend == "transformers" and e.temperature == 0 and not e.greedy:
+        raise ConfigError(
+            "eval.temperature=0 with eval.greedy=false: the transformers backend samples only "
+            "at a temperature > 0; use eval.greedy=true for greedy decoding"
+        )
