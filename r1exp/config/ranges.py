@@ -123,6 +123,7 @@ RANGES: dict[str, str] = {
     "grpo.num_iterations": POSITIVE_INT,
     "grpo.steps_per_generation": POSITIVE_INT,
     "grpo.log_completions_steps": POSITIVE_INT,
+    "grpo.vllm_sync_check_steps": "[0, inf)",
     "eval.num_samples": POSITIVE_INT,
     "eval.pass_k[]": POSITIVE_INT,
     # 0 is greedy on vLLM; on transformers only with eval.greedy=true (validate.py checks)

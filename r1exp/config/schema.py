@@ -73,6 +73,7 @@ class VLLMConfig:
     mode: str = MISSING
     server_devices: int = MISSING
     gpu_memory_utilization: float = MISSING
+    enforce_eager: bool = MISSING
 
 
 @dataclass
@@ -163,6 +164,7 @@ class GRPOConfig:
     steps_per_generation: Optional[int] = MISSING
     system_prompt: Optional[str] = MISSING
     log_completions_steps: int = MISSING
+    vllm_sync_check_steps: int = MISSING
 
 
 @dataclass

@@ -54,9 +54,27 @@ class InProcessEngine:
 
     def __init__(self, cfg):
         self.cfg = cfg
+        self.generator = self.tokenizer = None
 
     def check(self) -> None:
         pass
+
+    def open(self) -> None:
+        """Load the model (vLLM: start the engine), so throughput counts from a ready engine."""
+        if self.generator is not None:
+            return
+        from r1exp.eval.backends import GENERATORS, load
+        from r1exp.eval.backends.base import Sampling
+        from r1exp.models.loading import load_tokenizer
+
+        cfg, g = self.cfg, self.cfg.generate
+        rank = int(os.environ.get("RANK", "0"))
+        self.tokenizer = load_tokenizer(cfg.model, cfg.paths.cache_dir)
+        sampling = Sampling(greedy=g.temperature == 0, temperature=float(g.temperature),
+                            top_p=float(g.top_p), max_new_tokens=int(g.max_new_tokens),
+                            seed=int(cfg.seed) + rank)
+        self.generator = load(GENERATORS[self.backend]).from_config(cfg, cfg.model,
+                                                                    self.tokenizer, sampling)
 
     def describe(self) -> dict:
         """Which weights: the hub id / dir, or the embedded GGUF's package and file (not the
@@ -71,24 +89,18 @@ class InProcessEngine:
     def generate(self, jobs: Sequence[Job]) -> Iterator[list[Generated]]:
         if not jobs:
             return
-        from r1exp.eval.backends import GENERATORS, load
-        from r1exp.eval.backends.base import Request, Sampling
-        from r1exp.models.loading import load_tokenizer
+        from r1exp.eval.backends.base import Request
 
-        cfg, g = self.cfg, self.cfg.generate
-        rank = int(os.environ.get("RANK", "0"))
-        tokenizer = load_tokenizer(cfg.model, cfg.paths.cache_dir)
-        sampling = Sampling(greedy=g.temperature == 0, temperature=float(g.temperature),
-                            top_p=float(g.top_p), max_new_tokens=int(g.max_new_tokens),
-                            seed=int(cfg.seed) + rank)
-        generator = load(GENERATORS[self.backend]).from_config(cfg, cfg.model, tokenizer, sampling)
-        requests = [Request(job.key, tuple(prompt_ids(tokenizer, job.messages))) for job in jobs]
+        self.open()
+        requests = [Request(job.key, tuple(prompt_ids(self.tokenizer, job.messages)))
+                    for job in jobs]
         try:
-            for batch in generator.generate(requests):
+            for batch in self.generator.generate(requests):
                 yield [Generated(c.request.key, c.text, "stop" if c.stopped else "length",
                                  len(c.request.prompt_ids), c.new_tokens) for c in batch]
         finally:
-            generator.close()
+            self.generator.close()
+            self.generator = None
 
 
 def prompt_ids(tokenizer, messages) -> list[int]:
@@ -121,6 +133,9 @@ class OpenAIEngine:
 
     def check(self) -> None:
         self.model()  # the endpoint answers and serves the model asked for
+
+    def open(self) -> None:
+        pass  # the server is already up
 
     def model(self) -> str:
         if self._model is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from r1exp.config.plan import TRAINING_STAGES, Plan, make_plan
+from r1exp.config.plan import TRAINING_STAGES, Plan, make_plan, uses_vllm_server
 from r1exp.config.validate import validate
 from r1exp.errors import ConfigError
 from r1exp.launch import rendezvous
@@ -31,6 +31,7 @@ from r1exp.launch.worker import METRICS_FILE
 log = logging.getLogger(__name__)
 RESOLVED_FILE = "resolved.yaml"
 STATUS_FILE = "status"
+WATCH_INTERVAL_S = 5  # how often the controller checks what the workers depend on
 
 
 def prepare(cfg: DictConfig) -> tuple[DictConfig, Plan]:
@@ -113,13 +114,13 @@ def _run_workers(plan: Plan, cfg: DictConfig, run) -> int:
     env = {**os.environ, **{k: str(v) for k, v in cfg.hardware.env.items()}}
     if run is not None:
         env.update(run.env())
-    if plan.generation_devices:
+    if uses_vllm_server(cfg):
         from r1exp.launch.vllm_server import running_server
         from r1exp.models.loading import resolve_model_dir
 
         model_dir = resolve_model_dir(cfg.model, cfg.paths.cache_dir)
-        with running_server(cfg, model_dir, env) as worker_env:
-            return _start_and_wait(plan, worker_env)
+        with running_server(cfg, model_dir, env, Path(cfg.paths.output_dir)) as server:
+            return _start_and_wait(plan, server.worker_env, watch=server.check_alive)
     return _start_and_wait(plan, single_training_device(plan, cfg, env))
 
 
@@ -138,12 +139,21 @@ def single_training_device(plan: Plan, cfg: DictConfig, env: dict[str, str]) -> 
     return {**env, "CUDA_VISIBLE_DEVICES": visible.split(",")[0] if visible is not None else "0"}
 
 
-def _start_and_wait(plan: Plan, env: dict[str, str]) -> int:
+def _start_and_wait(plan: Plan, env: dict[str, str], watch=None) -> int:
+    """Run the workers to the end; `watch` raises when something they depend on died."""
     argv = executable_argv(plan.launch_command)
     log.info("starting worker: %s", " ".join(argv))
     proc = subprocess.Popen(argv, env=env)
     try:
-        return proc.wait()
+        while True:
+            try:
+                return proc.wait(timeout=WATCH_INTERVAL_S if watch else None)
+            except subprocess.TimeoutExpired:
+                try:
+                    watch()
+                except Exception:
+                    stop(proc)
+                    raise
     except KeyboardInterrupt:
         # The worker got the same Ctrl-C from the terminal; give it time to stop cleanly.
         stop(proc, sig=signal.SIGINT)

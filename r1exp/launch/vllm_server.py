@@ -1,28 +1,46 @@
-"""vLLM server mode for GRPO: `vllm serve` on the devices reserved by the profile.
+"""vLLM server mode for GRPO: the server `trl vllm-serve` starts, on the profile's reserved GPUs.
 
-TRL 1.16 deprecated `trl vllm-serve` in favour of vLLM's own server with VLLM_SERVER_DEV_MODE=1
-(the weight-sync endpoints live behind it), so that is what runs here.
+TRL 1.16 builds the `vllm serve` command its `VLLMClient` needs (the NCCL weight-transfer
+engine that receives the trainer's weights after each step, processed log-probs, no log-prob
+cap) in `trl.scripts.vllm_serve.build_command`; the command is taken from there rather than
+copied, so it follows TRL. `VLLM_SERVER_DEV_MODE=1` exposes the weight-sync endpoints, as
+`trl vllm-serve` sets it.
 
-The controller starts it before the training workers (which see only the remaining devices)
-and stops it after them; workers find it through R1EXP_VLLM_SERVER_URL. Untested on this
-project's machines: vLLM cannot be installed there (see the README's "What was exercised where").
+The controller starts the server before the training workers (which see only the remaining
+devices), waits until it serves, watches it while they train and stops it after them. Its
+output goes to `vllm_server.log` in the run dir; a server that does not come up or dies
+mid-run fails the run with that path in the message. Workers find the server through
+R1EXP_VLLM_SERVER_URL and the port of the weight-sync group through R1EXP_VLLM_GROUP_PORT.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
-from r1exp.launch.processes import stop, wait_until_serving
+from r1exp.launch.processes import free_port, stop, wait_until_serving
+from r1exp.launch.vllm_cli import VLLM_CLI, needs_shim
 
 SERVER_URL_ENV = "R1EXP_VLLM_SERVER_URL"
-PORT = 8000
+GROUP_PORT_ENV = "R1EXP_VLLM_GROUP_PORT"
+LOG_FILE = "vllm_server.log"
+VLLM_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+class ServerFailed(RuntimeError):
+    """The vLLM server did not come up, or exited while the workers trained."""
 
 
 def server_url_from_env() -> str | None:
     return os.environ.get(SERVER_URL_ENV)
+
+
+def group_port_from_env() -> int | None:
+    port = os.environ.get(GROUP_PORT_ENV)
+    return int(port) if port else None
 
 
 def device_split(devices_per_node: int, server_devices: int) -> tuple[str, str]:
@@ -32,28 +50,58 @@ def device_split(devices_per_node: int, server_devices: int) -> tuple[str, str]:
     return training, server
 
 
-def server_command(model_dir: str, cfg) -> list[str]:
-    return [
-        sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", model_dir,
-        "--tensor-parallel-size", str(cfg.hardware.vllm.server_devices),
-        "--gpu-memory-utilization", str(cfg.hardware.vllm.gpu_memory_utilization),
-        "--port", str(PORT),
-    ]
+def server_command(model_dir: str, cfg, port: int) -> list[str]:
+    from trl.scripts.vllm_serve import ScriptArguments, build_command
+
+    v = cfg.hardware.vllm
+    args = ScriptArguments(
+        model=model_dir, revision=cfg.model.revision, host="127.0.0.1", port=port,
+        tensor_parallel_size=v.server_devices or 1,
+        gpu_memory_utilization=v.gpu_memory_utilization,
+        dtype=VLLM_DTYPES[cfg.hardware.dtype], enforce_eager=v.enforce_eager,
+        trust_remote_code=cfg.model.trust_remote_code, log_level="warning",
+    )
+    command = build_command(args)
+    if needs_shim():  # vLLM's CPU build: see r1exp/launch/vllm_cli.py
+        command[command.index(VLLM_CLI)] = "r1exp.launch.vllm_cli"
+    return command
+
+
+@dataclass
+class RunningServer:
+    proc: subprocess.Popen
+    log: Path
+    worker_env: dict[str, str]
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise ServerFailed(f"the vLLM server exited with status {self.proc.returncode} "
+                               f"while the workers trained; its log: {self.log}")
 
 
 @contextmanager
-def running_server(cfg, model_dir: str, env: dict[str, str], timeout_s: float = 900):
-    """Start the server, wait for /health, yield the env for training workers, stop it."""
+def running_server(cfg, model_dir: str, env: dict[str, str], run_dir: Path,
+                   timeout_s: float = 900):
+    """Start the server, wait until it serves, yield it, stop it."""
     training_devices, server_devices = device_split(
-        cfg.hardware.devices_per_node, cfg.hardware.vllm.server_devices
-    )
-    proc = subprocess.Popen(server_command(model_dir, cfg),
-                            env={**env, "CUDA_VISIBLE_DEVICES": server_devices,
-                                 "VLLM_SERVER_DEV_MODE": "1"})
-    url = f"http://127.0.0.1:{PORT}"
+        cfg.hardware.devices_per_node, cfg.hardware.vllm.server_devices)
+    port, group_port = free_port(), free_port()
+    server_env = {**env, "VLLM_SERVER_DEV_MODE": "1"}
+    worker_env = {**env, SERVER_URL_ENV: f"http://127.0.0.1:{port}",
+                  GROUP_PORT_ENV: str(group_port)}
+    if cfg.hardware.accelerator == "cuda":
+        server_env["CUDA_VISIBLE_DEVICES"] = server_devices
+        worker_env["CUDA_VISIBLE_DEVICES"] = training_devices
+    log_path = run_dir / LOG_FILE
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(server_command(model_dir, cfg, port), env=server_env,
+                                stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_until_serving(proc, url + "/health", what="the vLLM server", timeout_s=timeout_s,
-                           poll_s=5)
-        yield {**env, SERVER_URL_ENV: url, "CUDA_VISIBLE_DEVICES": training_devices}
+        try:
+            wait_until_serving(proc, worker_env[SERVER_URL_ENV] + "/health",
+                               what="the vLLM server", timeout_s=timeout_s, poll_s=2)
+        except RuntimeError as err:
+            raise ServerFailed(f"{err}; its log: {log_path}") from None
+        yield RunningServer(proc, log_path, worker_env)
     finally:
         stop(proc)

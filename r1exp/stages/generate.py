@@ -118,11 +118,13 @@ def run(cfg) -> dict[str, float]:
     log.info("generate: %d problems x %d samples; %d of this worker's %d already committed in %s",
              len(problems), g.num_generations, mine - len(jobs), mine, out_dir)
 
-    progress = _Progress(total=mine, initial=mine - len(jobs), rank=rank)
     if jobs and any(p.answer is not None for p in problems):
         from r1exp.rewards import start_scoring_workers
 
         start_scoring_workers()  # fork the scorers before a model makes this process big
+    if jobs:
+        engine.open()  # before the clock starts: throughput is that of a ready engine
+    progress = _Progress(total=mine, initial=mine - len(jobs), rank=rank)
     by_id = {p.id: p for p in problems}
     with ledger.ShardWriter(samples_dir, shard_size=g.shard_size, interval_s=g.commit_interval_s,
                             rank=rank, world_size=world_size) as writer:

