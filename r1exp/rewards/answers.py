@@ -18,6 +18,9 @@ MAX_BOXED_CHARS = 2000
 MAX_BOXED_TRIES = 5
 BOXED_COMMANDS = ("\\boxed", "\\fbox")
 GSM8K_MARKER = "####"
+# Python refuses int() of longer digit strings (sys.int_info.default_max_str_digits is 4300);
+# an answer this long is no integer worth reading exactly.
+MAX_EXACT_CHARS = 4000
 
 _NUMBER = re.compile(r"[-+\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 _INTEGER = re.compile(r"[-+\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)")
@@ -111,7 +114,7 @@ def gsm8k_final(text: str) -> str | None:
     if cut < 0:
         return None
     answer = text[cut + len(GSM8K_MARKER):].split("\n", 1)[0].strip()
-    return answer or None
+    return answer if answer and len(answer) <= MAX_BOXED_CHARS else None  # as for \boxed
 
 
 def final_answer(region: str) -> str | None:
@@ -160,6 +163,8 @@ def exact_rational(text: str) -> Fraction | None:
     text = text.strip()
     if text.startswith("(") and text.endswith(")"):
         text = text[1:-1].strip()
+    if len(text) > MAX_EXACT_CHARS:
+        return None
     if _INTEGER.fullmatch(text):
         return Fraction(int(text.replace(",", "").replace("\u2212", "-")))
     match = _FRACTION.fullmatch(text)
