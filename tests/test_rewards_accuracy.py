@@ -10,7 +10,9 @@ import pytest
 from r1exp.errors import ConfigError
 from r1exp.rewards import build_reward_functions, health_metrics
 
-PATHOLOGICAL = r"\boxed{9^{9^{9^{9}}}}"
+# sympy tries to integrate this in closed form and does not return (over 30 s of CPU). A value
+# too big to evaluate, like 9^{9^{9^{9}}}, never gets that far: magnitude.py.
+PATHOLOGICAL = r"\boxed{\int_0^1 e^{-x^2}\sin(x^5)\,dx}"
 
 
 def accuracy(gold_column: str = "answer", timeout_s: float = 5.0):

@@ -9,7 +9,9 @@ Grading a completion against a gold answer:
 3. Cases that need no math are decided inline: identical answers up to spelling (`\\dfrac` vs
    `\\frac`, spaces, `\\left`), integers and fractions of integers compared exactly (`025` ==
    `25`, `1,450,000` == `1450000`, `\\frac{6}{8}` == `3/4`), and multiple-choice letters (gold
-   `A`-`D`). These are string operations and cannot hang.
+   `A`-`D`). These are string operations and cannot hang. Also decided inline: an answer (or
+   gold) whose value is too big to evaluate (`9^{9^{9^{9}}}`, `1000000!`; magnitude.py) scores
+   0.0 unless it is spelled like the gold, where math-verify would spend its whole limit.
 4. Everything else goes to math-verify in a worker process with a hard per-item time limit
    (pool.py). A timeout or error scores 0.0 and is counted (health.py).
 A gold answer that math-verify cannot turn into a mathematical object is reported as
@@ -25,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from r1exp.rewards import answers, health, math_backend
+from r1exp.rewards import answers, health, magnitude, math_backend
 from r1exp.rewards.pool import TimedPool
 
 # For callers outside the reward registry (eval, generate); rewards take theirs from YAML.
@@ -102,6 +104,8 @@ def _prepare(text: str, gold) -> MathScore | tuple[str, str, str]:
     if candidate is None:
         if not tail.strip():
             return MathScore(0.0, None, OK)
+        if _too_big(tail, gold):  # math-verify's answer could be any value in the text
+            return MathScore(0.0, None, OK)
         return (math_backend.TEXT, tail, answers.without_thousands_separators(gold))
     if answers.exact_form(candidate) == answers.exact_form(gold):
         return MathScore(1.0, candidate, OK)
@@ -113,11 +117,22 @@ def _prepare(text: str, gold) -> MathScore | tuple[str, str, str]:
     predicted_number = answers.number_value(candidate)
     if predicted_number is not None and predicted_number == answers.number_value(gold):
         return MathScore(1.0, candidate, OK)
+    if _too_big(candidate, gold):  # and not spelled like the gold (checked above)
+        return MathScore(0.0, candidate, OK)
     return (
         math_backend.BOXED,
         answers.without_thousands_separators(candidate),
         answers.without_thousands_separators(gold),
     )
+
+
+def _too_big(answer: str, gold: str) -> bool:
+    """Whether math-verify could spend its whole time limit just evaluating one side
+    (`9^{9^{9^{9}}}`, `1000000!`): such an item is decided inline, and counted."""
+    if magnitude.too_big_to_evaluate(answer) or magnitude.too_big_to_evaluate(gold):
+        health.count("math_score/too_big_total")
+        return True
+    return False
 
 
 def _run_tasks(tasks: set[tuple], timeout_s: float) -> dict[tuple, MathScore]:
