@@ -176,14 +176,16 @@ class EvalVLLMConfig:
 
 @dataclass
 class EvalLightevalConfig:
-    python: str = MISSING
-    model_args: str = MISSING
+    env: str = MISSING
+    engine: str = MISSING
+    model_args: Dict[str, Any] = MISSING
 
 
 @dataclass
 class EvalConfig:
     benchmarks: List[str] = MISSING
     num_samples: int = MISSING
+    num_samples_by_benchmark: Dict[str, int] = MISSING
     pass_k: List[int] = MISSING
     temperature: float = MISSING
     top_p: float = MISSING
@@ -202,6 +204,12 @@ class EvalConfig:
 
 
 @dataclass
+class BenchmarkLightevalConfig:
+    gold_column: Optional[str] = MISSING
+    gold_format: str = MISSING
+
+
+@dataclass
 class BenchmarkConfig(DatasetConfig):
     """A dataset config (conf/benchmark/<name>.yaml pulls conf/dataset/<name>.yaml) plus how
     to evaluate it."""
@@ -210,6 +218,7 @@ class BenchmarkConfig(DatasetConfig):
     task: str = MISSING
     choice_columns: Optional[List[str]] = MISSING
     id_column: Optional[str] = MISSING
+    lighteval: BenchmarkLightevalConfig = MISSING
 
 
 @dataclass

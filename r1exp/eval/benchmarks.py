@@ -25,6 +25,17 @@ class Problem:
     id: str
     messages: tuple[dict[str, str], ...]  # the chat prompt (system message first, if any)
     gold: str  # a math answer, or the correct letter for a choice task
+    # the gold as lighteval's (open-r1's) task reads it: benchmark.<name>.lighteval.gold_column
+    lighteval_gold: str
+
+
+def num_samples(cfg, name: str) -> int:
+    """Samples per problem of benchmark `name`: one when greedy (eval.greedy=true demands
+    eval.num_samples=1; per-benchmark counts, as eval=open-r1 sets them, serve sampled runs),
+    else its eval.num_samples_by_benchmark entry, else eval.num_samples."""
+    if cfg.eval.greedy:
+        return 1
+    return int(cfg.eval.num_samples_by_benchmark.get(name, cfg.eval.num_samples))
 
 
 def check_benchmarks(cfg, names, key: str) -> None:
@@ -55,6 +66,8 @@ def load_problems(cfg, name: str) -> list[Problem]:
     spec = cfg.benchmark[name]
     rows = load_split(spec, spec.split, seed=cfg.seed)
     needed = [spec.prompt_column, *(spec.choice_columns or [spec.answer_column])]
+    if spec.task == "math" and spec.lighteval.gold_column:
+        needed.append(spec.lighteval.gold_column)
     require_columns(rows, needed, f"benchmark.{name}")
     limit = cfg.eval.limit
     if limit is not None:
@@ -76,14 +89,24 @@ def _problem(cfg, name: str, spec, problem_id: str, row: dict) -> Problem:
     if spec.task == "choice":
         text, gold = choice_prompt(question, [str(row[c]) for c in spec.choice_columns],
                                    cfg.eval.choice_prompt, seed=f"{cfg.seed}:{name}:{problem_id}")
+        lighteval_gold = gold
     else:
-        text = f"{question}\n{cfg.eval.prompt}" if cfg.eval.prompt else question  # "": as trained
+        text = math_prompt(question, cfg.eval.prompt)
         gold = str(row[spec.answer_column])
+        lighteval_gold = str(row[spec.lighteval.gold_column or spec.answer_column])
     messages = []
     if cfg.eval.system_prompt:
         messages.append({"role": "system", "content": cfg.eval.system_prompt})
     messages.append({"role": "user", "content": text})
-    return Problem(name, problem_id, tuple(messages), gold)
+    return Problem(name, problem_id, tuple(messages), gold, lighteval_gold)
+
+
+def math_prompt(question: str, prompt: str) -> str:
+    """The user message: `prompt` with the question in place of {problem}, or the question with
+    `prompt` on the next line ("" leaves the question alone, as a model was trained on it)."""
+    if "{problem}" in prompt:
+        return prompt.replace("{problem}", question)  # not str.format: LaTeX braces in prompts
+    return f"{question}\n{prompt}" if prompt else question
 
 
 def choice_prompt(question: str, options: list[str], instruction: str, *,

@@ -22,7 +22,7 @@ from r1exp.errors import ConfigError
 from r1exp.eval import outputs
 from r1exp.eval.backends import GENERATORS, PEERS, load, peer
 from r1exp.eval.backends.base import Request, Sampling
-from r1exp.eval.benchmarks import Problem, check_benchmarks, load_problems
+from r1exp.eval.benchmarks import Problem, check_benchmarks, load_problems, num_samples
 from r1exp.eval.passk import k_values, summarize
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,7 @@ def evaluate_model(cfg, model_dir: str | None = None, benchmarks=None,
     rank, world_size = _rank()
     run = _tracked_run() if rank == 0 else None
     if cfg.eval.backend in PEERS:
-        results = peer(cfg.eval.backend).evaluate(cfg, model_cfg, names, out)
-        if run is not None:
-            run.log_metrics(outputs.mlflow_metrics(results))
+        results = _peer_results(cfg, model_cfg, names, out, run)
     else:
         results = _generate_and_score(cfg, model_cfg, names, out, rank, world_size, run)
     if rank != 0:
@@ -82,19 +80,50 @@ def _generate_and_score(cfg, model_cfg, names, out: Path, rank: int, world_size:
             config_hash = outputs.fingerprint(_settings(cfg, model_source, name))
             started = time.perf_counter()
             stats = _generate_share(cfg, generator, tokenizer, problems[rank::world_size],
-                                    bench_dir, config_hash, rank, world_size)
+                                    num_samples(cfg, name), bench_dir, config_hash, rank,
+                                    world_size)
             stats["seconds"] = time.perf_counter() - started
             if rank != 0:
                 _leave_marker(bench_dir, rank, stats)
                 continue
             stats = _wait_for_ranks(bench_dir, world_size, stats)
             records = outputs.read_samples(bench_dir, config_hash)
-            results["benchmarks"][name] = _summary(cfg, problems, records, stats)
+            results["benchmarks"][name] = _summary(cfg, name, problems, records, stats)
             if run is not None:
                 only_this = {"benchmarks": {name: results["benchmarks"][name]}}
                 run.log_metrics(outputs.mlflow_metrics(only_this))
     finally:
         generator.close()
+    return results
+
+
+def _peer_results(cfg, model_cfg, names, out: Path, run) -> dict:
+    """A peer tool generates and scores; its per-sample records are written and summarized as
+    r1exp's own are, so results.json, the table and the MLflow metrics read the same."""
+    problems = {name: load_problems(cfg, name) for name in names}
+    try:
+        report = peer(cfg.eval.backend).evaluate(cfg, model_cfg, problems, out)
+    except BaseException:
+        if run is not None:  # the peer's log goes with the run that is about to be FAILED
+            run.log_artifacts(out, outputs.EVAL_DIR)
+        raise
+    results = {
+        "model": report.model, "backend": cfg.eval.backend, "num_samples": cfg.eval.num_samples,
+        "sampling": {**asdict(Sampling.from_eval(cfg.eval, cfg.seed))}, "benchmarks": {},
+        "peer": report.about,
+    }
+    for name in names:
+        records = report.records[name]
+        settings = {**_settings(cfg, report.model, name), "backend": cfg.eval.backend}
+        config_hash = outputs.fingerprint(settings)
+        with outputs.SampleLog(outputs.samples_path(out / name, 0, 1)) as sample_log:
+            sample_log.write({**record, "config": config_hash} for record in records)
+        stats = {"seconds": report.seconds, "new_samples": len(records),
+                 "new_tokens": sum(r["new_tokens"] for r in records)}
+        summary = _summary(cfg, name, problems[name], records, stats)
+        results["benchmarks"][name] = {**summary, **report.extra[name]}
+        if run is not None:
+            run.log_metrics(outputs.mlflow_metrics({"benchmarks": {name: summary}}))
     return results
 
 
@@ -119,20 +148,21 @@ def _weights_stamp(model_source: str) -> int | None:
     return max((p.stat().st_mtime_ns for p in weights), default=None)
 
 
-def _generate_share(cfg, generator, tokenizer, problems: list[Problem], bench_dir: Path,
+def _generate_share(cfg, generator, tokenizer, problems: list[Problem], k: int, bench_dir: Path,
                     config_hash: str, rank: int, world_size: int) -> dict:
-    """Generate and score the missing samples of this rank's problems, saving each batch."""
+    """Generate and score the missing samples (k per problem) of this rank's problems, saving
+    each batch."""
     from r1exp.rewards import grade_math
 
     done = {(r["problem_id"], r["sample"]) for r in outputs.read_samples(bench_dir, config_hash)}
     by_id = {p.id: p for p in problems}
     requests = []
     for problem in problems:
-        missing = [s for s in range(cfg.eval.num_samples) if (problem.id, s) not in done]
+        missing = [s for s in range(k) if (problem.id, s) not in done]
         if missing:
             ids = tuple(prompt_ids(tokenizer, problem, cfg.eval.use_chat_template))
             requests += [Request((problem.id, s), ids) for s in missing]
-    skipped = len(problems) * cfg.eval.num_samples - len(requests)
+    skipped = len(problems) * k - len(requests)
     log.info("%s: %d problems, %d samples to generate (%d already done)",
              bench_dir.name, len(problems), len(requests), skipped)
     new_tokens = 0
@@ -167,8 +197,8 @@ def _record(completion, gold: str, grade, config_hash: str) -> dict:
     }
 
 
-def _summary(cfg, problems: list[Problem], records: list[dict], stats: dict) -> dict:
-    k = cfg.eval.num_samples
+def _summary(cfg, name: str, problems: list[Problem], records: list[dict], stats: dict) -> dict:
+    k = num_samples(cfg, name)
     found = {(r["problem_id"], r["sample"]): r for r in records}
     missing = [(p.id, s) for p in problems for s in range(k) if (p.id, s) not in found]
     if missing:
@@ -239,10 +269,15 @@ def check_eval_settings(cfg) -> None:
     if e.greedy and e.num_samples != 1:
         raise ConfigError(f"eval.greedy=true with eval.num_samples={e.num_samples}: greedy "
                           "samples are identical; use eval.num_samples=1 or eval.greedy=false")
-    bad = [k for k in e.pass_k if not 1 <= k <= e.num_samples]
+    by_benchmark = dict(e.num_samples_by_benchmark)
+    if any(n < 1 for n in by_benchmark.values()):
+        raise ConfigError(f"eval.num_samples_by_benchmark={by_benchmark}: each count must be >= 1")
+    fewest = min([e.num_samples, *([] if e.greedy else by_benchmark.values())])
+    bad = [k for k in e.pass_k if not 1 <= k <= fewest]
     if bad:
-        raise ConfigError(f"eval.pass_k={list(e.pass_k)}: each k must be in 1..eval.num_samples "
-                          f"({e.num_samples}); {bad} is not")
+        raise ConfigError(f"eval.pass_k={list(e.pass_k)}: each k must be in 1..{fewest}, the "
+                          f"fewest samples per problem (eval.num_samples, "
+                          f"eval.num_samples_by_benchmark); {bad} is not")
     for key in ("max_new_tokens", "batch_tokens"):
         if e[key] < 1:
             raise ConfigError(f"eval.{key}={e[key]} must be >= 1")

@@ -1,4 +1,4 @@
-"""What a generation backend receives and returns; the runner does prompts and scoring."""
+"""What a backend receives and returns; for generators the runner does prompts and scoring."""
 
 from __future__ import annotations
 
@@ -31,3 +31,16 @@ class Sampling:
     def from_eval(cls, eval_cfg, seed: int) -> Sampling:
         return cls(bool(eval_cfg.greedy), float(eval_cfg.temperature), float(eval_cfg.top_p),
                    int(eval_cfg.max_new_tokens), int(seed))
+
+
+@dataclass(frozen=True)
+class PeerReport:
+    """What a peer backend (lighteval) hands back: r1exp sample records per benchmark, which
+    the runner writes and summarizes as it does its own."""
+
+    model: str  # the model dir or hub id evaluated
+    seconds: float  # the peer's whole run, every benchmark together
+    records: dict[str, list[dict]]  # benchmark -> records with problem_id, sample, completion,
+    # extracted, gold, score, status, new_tokens, stopped (as the runner's _record)
+    extra: dict[str, dict]  # benchmark -> the peer's own numbers, added to its results
+    about: dict  # the peer's name, version and settings, for results.json

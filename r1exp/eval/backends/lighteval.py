@@ -1,31 +1,19 @@
-"""`eval.backend=lighteval`: the same model, problems and prompts, evaluated by lighteval.
+"""`eval.backend=lighteval`: lighteval generates and scores, with open-r1's task definitions.
 
-r1exp hands lighteval exactly what its own path evaluates: the benchmark rows it loaded (after
-`eval.limit`, with the multiple-choice letters already shuffled by seed) are written as a local
-dataset, and a generated custom-task module gives each benchmark r1exp's prompt, lighteval's
-transformers generation (`lighteval accelerate`), and lighteval's own metrics (math pass@k,
-GPQA letter pass@k) over `eval.num_samples` samples. So the two results differ only in the
-generation loop and the scorer, which is the comparison worth making; lighteval's stock tasks
-(own prompts, hub data) are one `lighteval` command away and are not wrapped here.
+The seeds' published numbers come from `lighteval vllm ... custom|math_500|0|0` with open-r1's
+task file. This backend runs the same definitions (r1exp/eval/lighteval_runtime/
+open_r1_tasks.py: metric, gold, pass@1 over n samples) on the problems r1exp loaded: the rows
+after `eval.limit`, the user message as r1exp renders it (eval.prompt; `eval=open-r1` is
+open-r1's template), the chat template, max_new_tokens and sampling of the eval config.
+Generation is lighteval's transformers backend (`lighteval accelerate`), or its vLLM backend
+where lighteval's env has vLLM and the hardware is cuda (eval.lighteval.engine).
 
-lighteval pins latex2sympy2_extended 1.0.6 while r1exp's scorer needs >= 1.10, so lighteval
-lives in its own environment and runs as a subprocess of `eval.lighteval.python`, by default
-the venv made by
-    python -m venv --system-site-packages ~/.cache/r1exp/lighteval-venv
-    ~/.cache/r1exp/lighteval-venv/bin/pip install lighteval==0.13.0
-
-Offline: lighteval 0.13 imports every task module of its registry, and one of them
-(tiny_benchmarks) downloads a pickle from GitHub at import time, so without network access
-the whole CLI dies before it reads a task. The launcher below turns that one failed download
-(a connection error) into the non-200 answer that lighteval already skips; nothing r1exp asks
-lighteval to evaluate uses that file.
-
-STATUS (lighteval 0.13.0 here): NOT RUN END TO END. With the launcher, `lighteval accelerate`
-gets as far as loading its task registry, where an LLM-judge task module calls
-`HfApi.list_models(model_name=...)`, a keyword huggingface_hub 1.x (which transformers 5
-requires) no longer has, so lighteval exits before evaluating. A lighteval release that
-supports huggingface_hub 1.x should run this path as written. The scorer comparison does not
-need the CLI: r1exp/bench/eval_agreement.py calls lighteval's math metric directly.
+lighteval runs as a subprocess of its own environment (r1exp/eval/lighteval_env.py); r1exp
+never imports it. Per sample it hands back lighteval's text, score and extracted answers,
+which the runner writes as `<benchmark>/samples.jsonl` and summarizes like its own, so
+results.json, the table and MLflow's `eval/<benchmark>/pass@1` read the same whichever backend
+ran. lighteval's own files (results, per-sample details parquet) and its log stay in
+`<eval dir>/lighteval/` and go to MLflow with the rest of the eval dir.
 """
 
 from __future__ import annotations
@@ -33,195 +21,219 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
-import time
+import sys
+import tempfile
+from collections import defaultdict
 from pathlib import Path
 
 from r1exp.errors import ConfigError
+from r1exp.eval.backends.base import PeerReport
+from r1exp.eval.benchmarks import num_samples
 
 log = logging.getLogger(__name__)
 LIGHTEVAL_DIR = "lighteval"
-TASKS_FILE = "r1exp_tasks.py"
-# Runs lighteval's CLI (`lighteval accelerate ...`) with connection errors of requests.get
-# answered as HTTP 503, which lighteval's import-time downloads treat as "not available".
-LAUNCHER = """
-import sys
-import requests
-
-_get = requests.get
-
-
-def offline_safe_get(url, *args, **kwargs):
-    try:
-        return _get(url, *args, **kwargs)
-    except requests.exceptions.ConnectionError:
-        response = requests.Response()
-        response.status_code, response.url = 503, url
-        return response
-
-
-requests.get = offline_safe_get
-from lighteval.__main__ import app
-
-sys.argv[0] = "lighteval"
-sys.exit(app())
-"""
+LOG_FILE = "lighteval.log"
+RUNNER = Path(__file__).resolve().parents[1] / "lighteval_runtime" / "run.py"
+IMPORT_FAILED = 3  # run.py's exit status when lighteval's modules do not import
+ENGINES = ("auto", "transformers", "vllm")
+GOLD_FORMATS = ("latex", "expr")
 LIGHTEVAL_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-# The generated custom-task module: one task per benchmark, reading the rows r1exp wrote.
-TASKS_TEMPLATE = '''"""r1exp problems as lighteval tasks (from r1exp.eval.backends.lighteval)."""
-import json
-
-from lighteval.metrics.metrics import Metrics
-from lighteval.tasks.lighteval_task import LightevalTaskConfig
-from lighteval.tasks.requests import Doc
-
-SPECS = json.loads({specs!r})
-LETTERS = "ABCD"
+TAIL_LINES = 15
 
 
-def prompt(line, task_name=None):
-    if line["task"] == "choice":
-        return Doc(task_name=task_name, query=line["prompt"], choices=list(LETTERS),
-                   gold_index=LETTERS.index(line["gold"]))
-    return Doc(task_name=task_name, query=line["prompt"], choices=[line["gold"]], gold_index=0)
-
-
-def metric(spec):
-    params = {{"k": 1, "n": spec["num_samples"]}}
-    if spec["task"] == "choice":
-        return Metrics.gpqa_instruct_pass_at_k(sample_params=params)
-    return Metrics.pass_at_k_math(sample_params=params)
-
-
-TASKS_TABLE = [
-    LightevalTaskConfig(
-        name=spec["task_name"], prompt_function=prompt, hf_repo=spec["data_dir"],
-        hf_subset="default", hf_avail_splits=["train"], evaluation_splits=["train"],
-        few_shots_split=None, few_shots_select=None, generation_size=spec["max_new_tokens"],
-        metrics=[metric(spec)], stop_sequence=[], version=0,
-    )
-    for spec in SPECS
-]
-'''
-
-
-def interpreter(cfg) -> str | None:
-    return shutil.which(os.path.expanduser(cfg.eval.lighteval.python))
+class LightevalFailed(RuntimeError):
+    """lighteval exited with an error; the message names its log in the run dir."""
 
 
 def check(cfg, benchmarks) -> None:
-    if interpreter(cfg) is None:
+    """Config checks, and (outside dry runs) lighteval's environment, before any model loads."""
+    from r1exp.eval.lighteval_env import LightevalEnvError, check_env, fix_command
+
+    settings = cfg.eval.lighteval
+    if settings.engine not in ENGINES:
+        raise ConfigError(f"eval.lighteval.engine={settings.engine!r}; choose one of: "
+                          f"{', '.join(ENGINES)}")
+    for name in benchmarks:
+        gold_format = cfg.benchmark[name].lighteval.gold_format
+        if cfg.benchmark[name].task == "math" and gold_format not in GOLD_FORMATS:
+            raise ConfigError(f"benchmark.{name}.lighteval.gold_format={gold_format!r}; choose "
+                              f"one of: {', '.join(GOLD_FORMATS)}")
+    hw = cfg.hardware
+    if hw.num_nodes * hw.devices_per_node > 1:
         raise ConfigError(
-            f"eval.backend=lighteval but eval.lighteval.python={cfg.eval.lighteval.python!r} "
-            "is not an executable; lighteval conflicts with r1exp's scorer dependencies, so give "
-            "it its own venv (see r1exp/eval/backends/lighteval.py) and point "
-            "eval.lighteval.python at its python"
-        )
-    if cfg.hardware.accelerator == "cpu" and cfg.hardware.devices_per_node > 1:
-        raise ConfigError("eval.backend=lighteval runs one process on cpu; "
-                          "use hardware.devices_per_node=1")
+            "eval.backend=lighteval runs as one process (lighteval's vLLM engine spreads over "
+            "the GPUs itself: eval.vllm.tensor_parallel_size, "
+            "eval.lighteval.model_args.data_parallel_size); use hardware.devices_per_node=1")
+    if cfg.dry_run:  # a dry run may plan for another machine than this one
+        return
+    try:
+        status = check_env(settings.env)
+    except LightevalEnvError as err:
+        raise ConfigError(f"eval.backend=lighteval: {err}") from None
+    if settings.engine == "vllm" and not status.has_vllm:
+        raise ConfigError(
+            f"eval.lighteval.engine=vllm but the lighteval environment at {settings.env} has no "
+            f"vLLM; recreate it with `{fix_command(settings.env, force=True)} --vllm`, or use "
+            "eval.lighteval.engine=transformers")
 
 
-def evaluate(cfg, model_cfg, benchmarks, out_dir: Path) -> dict:
-    from r1exp.eval.benchmarks import load_problems
+def evaluate(cfg, model_cfg, problems: dict, out_dir: Path) -> PeerReport:
+    """Run lighteval on `problems` ({benchmark: [Problem]}) and return its per-sample records."""
+    from r1exp.eval.backends.lighteval_model import local_model_dir, write_view
+    from r1exp.eval.lighteval_env import LightevalEnvError, check_env, fix_command
     from r1exp.models.loading import resolve_model_dir
 
+    status = check_env(cfg.eval.lighteval.env)
+    engine = _engine(cfg, status.has_vllm)
     work = Path(out_dir) / LIGHTEVAL_DIR
     work.mkdir(parents=True, exist_ok=True)
-    specs, sizes = [], {}
-    for name in benchmarks:
-        problems = load_problems(cfg, name)
-        sizes[name] = len(problems)
-        specs.append(_write_rows(cfg, name, problems, work))
-    tasks_file = work / TASKS_FILE
-    tasks_file.write_text(TASKS_TEMPLATE.format(specs=json.dumps(specs)))
-    model_dir = resolve_model_dir(model_cfg, cfg.paths.cache_dir)
-    model_yaml = work / "model.yaml"
-    model_yaml.write_text(json.dumps({"model_parameters": _model_parameters(cfg, model_dir)}))
-    argv = [interpreter(cfg), "-c", LAUNCHER, "accelerate", str(model_yaml),
-            ",".join(f"{s['task_name']}|0" for s in specs),
-            "--custom-tasks", str(tasks_file), "--output-dir", str(work / "output"),
-            "--save-details"]
-    log.info("running lighteval: %s", " ".join(argv[3:]))
-    started = time.perf_counter()
-    subprocess.run(argv, check=True, env={**os.environ, "HF_DATASETS_OFFLINE": "1"})
-    seconds = time.perf_counter() - started
-    scores = _read_results(work / "output")
-    return {
-        "model": model_dir, "backend": "lighteval", "num_samples": cfg.eval.num_samples,
-        "benchmarks": {
-            name: _summary(cfg, spec, sizes[name], scores, seconds)
-            for name, spec in zip(benchmarks, specs)
-        },
-    }
+    tasks = [_write_task(cfg, name, rows, work) for name, rows in problems.items()]
+    model_source = resolve_model_dir(model_cfg, cfg.paths.cache_dir)
+    model_dir = local_model_dir(model_source, model_cfg.revision)
+    # lighteval writes its sample cache into the model dir it is given: a throwaway view
+    with tempfile.TemporaryDirectory(prefix="r1exp-lighteval-") as tmp:
+        view = write_view(model_dir, Path(tmp) / model_dir.name, greedy=bool(cfg.eval.greedy))
+        spec = {
+            "engine": engine, "model": _model_parameters(cfg, model_cfg, engine, view, tmp),
+            "model_label": model_dir.name, "tasks": tasks,
+            "output_dir": str(work / "output"), "samples_file": str(work / "samples.jsonl"),
+            "results_file": str(work / "results.json"),
+        }
+        (work / "spec.json").write_text(json.dumps(spec, indent=2))
+        returncode = _run(status.python, work)
+    if returncode == IMPORT_FAILED:
+        raise LightevalEnvError(
+            f"lighteval does not import in {cfg.eval.lighteval.env} (see {work / LOG_FILE}); "
+            f"recreate it with `{fix_command(cfg.eval.lighteval.env, force=True)}`")
+    if returncode != 0:
+        raise LightevalFailed(
+            f"lighteval exited with status {returncode}; its log is {work / LOG_FILE}, which "
+            f"ends:\n{_tail(work / LOG_FILE)}")
+    return _report(cfg, problems, tasks, work, str(model_source), engine, status.versions)
 
 
-def _write_rows(cfg, name: str, problems, work: Path) -> dict:
+def _engine(cfg, has_vllm: bool) -> str:
+    engine = cfg.eval.lighteval.engine
+    if engine == "auto":
+        return "vllm" if has_vllm and cfg.hardware.accelerator == "cuda" else "transformers"
+    return engine
+
+
+def task_name(benchmark: str) -> str:
+    # lighteval's own tasks are called math_500, aime24, gsm8k: custom ones may not reuse them
+    return "r1exp_" + benchmark.replace("-", "_")
+
+
+def _write_task(cfg, name: str, problems, work: Path) -> dict:
+    """The benchmark's problems as a local dataset lighteval loads, and its task's settings."""
+    spec = cfg.benchmark[name]
+    gold_format = "letter" if spec.task == "choice" else spec.lighteval.gold_format
     data_dir = work / "data" / name
     data_dir.mkdir(parents=True, exist_ok=True)
-    task = cfg.benchmark[name].task
     rows = []
     for p in problems:
-        # lighteval adds the system prompt itself (model_parameters.system_prompt).
-        user = [m["content"] for m in p.messages if m["role"] == "user"][-1]
-        rows.append(json.dumps({"id": p.id, "prompt": user, "gold": p.gold, "task": task}))
-    (data_dir / "data.jsonl").write_text("\n".join(rows) + "\n")
-    return {"task_name": f"r1exp_{name.replace('-', '_')}", "data_dir": str(data_dir),
-            "task": task, "num_samples": cfg.eval.num_samples,
-            "max_new_tokens": cfg.eval.max_new_tokens}
+        # the system prompt is lighteval's to add (model_parameters.system_prompt)
+        query = [m["content"] for m in p.messages if m["role"] == "user"][-1]
+        rows.append(json.dumps({"id": p.id, "query": query, "gold": p.lighteval_gold,
+                                "gold_format": gold_format}, ensure_ascii=False))
+    (data_dir / "data.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return {"name": task_name(name), "benchmark": name, "data_dir": str(data_dir),
+            "gold_format": gold_format, "num_samples": num_samples(cfg, name),
+            "max_new_tokens": int(cfg.eval.max_new_tokens)}
 
 
-def _model_parameters(cfg, model_dir: str) -> dict:
-    e = cfg.eval
-    generation = {"max_new_tokens": e.max_new_tokens, "seed": cfg.seed}
-    generation.update({"temperature": 0.0} if e.greedy else
-                      {"temperature": e.temperature, "top_p": e.top_p})
+def _model_parameters(cfg, model_cfg, engine: str, view: Path, tmp: str) -> dict:
+    e, hw = cfg.eval, cfg.hardware
+    # No max_new_tokens here: the task's generation_size carries it. Given here as well,
+    # lighteval's transformers backend also cuts every prompt to that many tokens (from the left).
+    if e.greedy:
+        generation = {"temperature": 0.0}
+    else:
+        generation = {"temperature": float(e.temperature), "top_p": float(e.top_p),
+                      "seed": cfg.seed}
     params = {
-        "model_name": model_dir,
-        "dtype": LIGHTEVAL_DTYPES[cfg.hardware.dtype],
-        "device": "cpu" if cfg.hardware.accelerator == "cpu" else "cuda",
-        "batch_size": cfg.hardware.per_device_eval_batch_size,
-        "trust_remote_code": bool(cfg.model.trust_remote_code),
+        "model_name": str(view), "dtype": LIGHTEVAL_DTYPES[hw.dtype],
+        "trust_remote_code": bool(model_cfg.trust_remote_code),
+        # r1exp's prompts: the chat template, and no special tokens added on top of it
         "override_chat_template": bool(e.use_chat_template),
-        "generation_parameters": generation,
+        "add_special_tokens": not e.use_chat_template,
+        "generation_parameters": generation, "cache_dir": str(Path(tmp) / "cache"),
     }
     if e.system_prompt:
         params["system_prompt"] = e.system_prompt
-    for item in filter(None, (e.lighteval.model_args or "").split(",")):
-        key, _, value = item.partition("=")
-        params[key.strip()] = _yaml_scalar(value.strip())
+    if engine == "vllm":
+        params.update(tensor_parallel_size=int(e.vllm.tensor_parallel_size),
+                      gpu_memory_utilization=float(e.vllm.gpu_memory_utilization), seed=cfg.seed)
+        if e.vllm.max_model_len:
+            params["max_model_length"] = int(e.vllm.max_model_len)
+    else:
+        params.update(device="cpu" if hw.accelerator == "cpu" else "cuda",
+                      batch_size=int(hw.per_device_eval_batch_size))
+    params.update(dict(e.lighteval.model_args))
     return params
 
 
-def _yaml_scalar(text: str):
-    import yaml
+def _run(python: Path, work: Path) -> int:
+    """run.py in lighteval's env, its output copied to the log file and to this process."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    # offline: the model is a local dir and the data local files; nothing may reach the hub
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONNOUSERSITE="1",
+               PYTHONUNBUFFERED="1")
+    argv = [str(python), str(RUNNER), str(work / "spec.json")]
+    log.info("running lighteval in its own environment (%s); log: %s", python, work / LOG_FILE)
+    with open(work / LOG_FILE, "w", encoding="utf-8") as logfile:
+        proc = subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace")
+        for line in proc.stdout:
+            logfile.write(line)
+            sys.stderr.write(line)
+        return proc.wait()
 
-    return yaml.safe_load(text)
+
+def _tail(path: Path) -> str:
+    return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-TAIL_LINES:])
 
 
-def _read_results(output: Path) -> dict:
-    files = sorted(output.glob("results/**/results_*.json"), key=lambda p: p.stat().st_mtime)
-    if not files:
-        raise RuntimeError(f"lighteval wrote no results under {output}/results")
-    return json.loads(files[-1].read_text())["results"]
+def _report(cfg, problems: dict, tasks: list[dict], work: Path, model: str, engine: str,
+            versions: dict) -> PeerReport:
+    lines = (work / "samples.jsonl").read_text(encoding="utf-8").splitlines()
+    by_benchmark = defaultdict(list)
+    for line in lines:
+        sample = json.loads(line)
+        by_benchmark[sample["benchmark"]].append(sample)
+    reported = json.loads((work / "results.json").read_text())
+    records, extra = {}, {}
+    for task in tasks:
+        name = task["benchmark"]
+        golds = {p.id: p.gold for p in problems[name]}
+        records[name] = [_record(s, golds[s["problem_id"]]) for s in by_benchmark[name]]
+        metric, value = _reported_pass_at_1(reported["results"], task)
+        ours = sum(r["score"] for r in records[name]) / max(len(records[name]), 1)
+        if abs(ours - value) > 1e-9:  # per-sample scores must add up to lighteval's own number
+            raise RuntimeError(f"{name}: lighteval reports {metric}={value}, its per-sample "
+                               f"scores average {ours}")
+        extra[name] = {"lighteval_metric": metric, "lighteval_pass@1": value}
+    about = {"name": "lighteval", "versions": versions, "engine": engine,
+             "tasks": "open-r1 (r1exp/eval/lighteval_runtime/open_r1_tasks.py)",
+             "seconds": reported["seconds"]}
+    return PeerReport(model, reported["seconds"], records, extra, about)
 
 
-def _summary(cfg, spec: dict, n_problems: int, scores: dict, seconds: float) -> dict:
-    """lighteval's numbers for one task, under r1exp's result keys."""
-    task_scores = next((v for k, v in scores.items()
-                        if k.split("|")[0] == spec["task_name"]), None)
-    if task_scores is None:
-        raise RuntimeError(f"lighteval results lack task {spec['task_name']}; got {list(scores)}")
-    value_keys = [k for k in task_scores if not k.endswith("_stderr")]
-    if len(value_keys) != 1:
-        raise RuntimeError(f"expected one metric for {spec['task_name']}, got {value_keys}")
-    key = value_keys[0]
-    summary = {
-        "n_problems": n_problems, "k": cfg.eval.num_samples, "pass@1": float(task_scores[key]),
-        "wall_time_s": seconds,  # the whole lighteval run, all benchmarks together
-        "lighteval_metric": key,
+def _record(sample: dict, gold: str) -> dict:
+    """A lighteval sample as a line of r1exp's samples.jsonl (runner._record's keys)."""
+    extracted = sample["extracted"]
+    return {
+        "problem_id": sample["problem_id"], "sample": sample["sample"],
+        "completion": sample["completion"], "extracted": extracted[-1] if extracted else None,
+        "gold": gold, "score": sample["score"],
+        "status": "ok" if sample["gold_extracted"] else "gold_unparsed",
+        "new_tokens": sample["new_tokens"], "stopped": sample["stopped"],
+        "lighteval_extracted": extracted, "lighteval_gold": sample["gold_extracted"],
     }
-    if f"{key}_stderr" in task_scores:
-        summary["stderr"] = float(task_scores[f"{key}_stderr"])
-    return summary
+
+
+def _reported_pass_at_1(results: dict, task: dict) -> tuple[str, float]:
+    scores = results[task["name"]]
+    (metric,) = [k for k in scores if not k.endswith("_stderr")]
+    return metric, float(scores[metric])
