@@ -18,6 +18,7 @@ per sample to spec.samples_file and lighteval's reported metrics to spec.results
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 import types
@@ -96,6 +97,9 @@ def token_count(tokens, eos_ids: set[int], max_new_tokens: int) -> tuple[int, bo
 
 
 def main(spec_path: str) -> int:
+    # lighteval's CLI sets up its logging; through the API its progress lines need this
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][lighteval][%(name)s] %(message)s",
+                        datefmt="%H:%M:%S")
     spec = json.loads(Path(spec_path).read_text())
     Registry.load_all_task_configs = staticmethod(only_these_tasks)
     configs = [open_r1_tasks.task_config(task) for task in spec["tasks"]]
