@@ -10,8 +10,8 @@ scores with its own `Metrics.pass_at_k_math` (k=1, n=1) called directly on a Doc
 ModelResponse, with the gold as lighteval's MATH-500 task writes it ("ANSWER: <solution>").
 
 lighteval pins latex2sympy2_extended 1.0.6, which r1exp's scorer cannot use, so its side runs
-in its own interpreter (--lighteval-python, a venv made as r1exp/eval/backends/lighteval.py
-describes). Without one, --fallback scores with math-verify's parse+verify using lighteval's
+in its own interpreter (--lighteval-python, default: the env `python -m r1exp.eval.lighteval_env`
+makes). Without one, --fallback scores with math-verify's parse+verify using lighteval's
 pass_at_k_math extraction settings, and the table says so.
 
 Prints a table (per prediction kind: items, r1exp correct, lighteval correct, agreement) and a
@@ -29,7 +29,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-DEFAULT_LIGHTEVAL_PYTHON = "~/.cache/r1exp/lighteval-venv/bin/python"
+from r1exp.eval.lighteval_env import default_env_dir, python_of
+
 DEFAULT_DATA = os.environ.get("R1EXP_DATA_DIR", str(Path(__file__).resolve().parents[2].parent
                                                       / "shared" / "data"))
 # Runs inside lighteval's interpreter: stdin JSONL of {prediction, gold} -> stdout JSON scores.
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=DEFAULT_DATA)
     parser.add_argument("--samples", nargs="*", default=[], help="samples.jsonl of eval runs")
-    parser.add_argument("--lighteval-python", default=DEFAULT_LIGHTEVAL_PYTHON)
+    parser.add_argument("--lighteval-python", default=str(python_of(default_env_dir())))
     parser.add_argument("--fallback", action="store_true",
                         help="no lighteval: use math-verify with lighteval's settings")
     parser.add_argument("--show-disagreements", type=int, default=5)
