@@ -176,3 +176,23 @@ def test_reference_model_and_kv_cache_count_for_grpo():
     assert with_ref.terms["reference_model"] == pytest.approx(plain.terms["weights"])
     generating = estimate(_work(**grpo, generation_sequences=512))
     assert generating.peak_phase == "generation" and generating.terms["kv_cache"] > 10 * GB
+
+
+def test_vllm_counts_its_reserved_share_not_a_kv_cache(tmp_path):
+    _, colocated = planned(["hardware=1xh100", "hardware.generation_backend=vllm",
+                            "model=qwen2.5-1.5b-instruct"], tmp_path)
+    assert colocated.memory.terms["vllm_reserved"] == pytest.approx(0.3 * 80 * GB)
+    assert colocated.memory.terms.get("kv_cache", 0) == 0  # vLLM holds its own KV cache
+    assert colocated.vllm_memory.reserved == pytest.approx(0.3 * 80 * GB)
+    _, served = planned(["hardware=8xh100", "train.global_batch_size=56"], tmp_path)
+    assert served.memory.terms.get("vllm_reserved", 0) == 0  # not on the training GPUs
+    assert "on the server's GPU(s)" in served.render()
+    _, cpu = planned(["hardware=cpu", "hardware.generation_backend=vllm"], tmp_path)
+    assert cpu.vllm_memory is None
+
+
+def test_vllm_share_too_small_for_the_weights_fails_in_the_dry_run(tmp_path):
+    with pytest.raises(ConfigError, match=r"eval.vllm.gpu_memory_utilization=0.9 reserves 10.8 "
+                                          r"GB on each GPU, less than the model's 15.2 GB"):
+        planned(["stage=eval", "eval.backend=vllm", "hardware=rtx3060-12g",
+                 "model=qwen2.5-math-7b"], tmp_path)

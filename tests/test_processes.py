@@ -53,3 +53,34 @@ def test_stop_kills_a_child_that_ignores_the_signal_after_the_grace_period():
     stop(proc, sig=signal.SIGTERM, grace_s=0.5)
     assert proc.returncode == -signal.SIGKILL
     assert time.monotonic() - started < 10
+
+
+def test_a_vllm_server_that_dies_mid_run_stops_the_workers_and_names_its_log(tmp_path):
+    from types import SimpleNamespace
+
+    from r1exp.launch.controller import _start_and_wait
+    from r1exp.launch.vllm_server import RunningServer, ServerFailed
+
+    log = tmp_path / "vllm_server.log"
+    server = RunningServer(python("import time; time.sleep(1)"), log, {})
+    plan = SimpleNamespace(launch_command=("python", "-c", "import time; time.sleep(120)"))
+    started = time.monotonic()
+    with pytest.raises(ServerFailed, match=f"exited with status 0 while the workers trained; "
+                                           f"its log: {log}"):
+        _start_and_wait(plan, {}, watch=server.check_alive)
+    assert time.monotonic() - started < 60  # the worker was stopped, not waited for
+
+
+def test_a_vllm_server_that_never_serves_fails_at_start_with_its_log(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from r1exp.launch import vllm_server
+
+    monkeypatch.setattr(vllm_server, "server_command", lambda *a: [
+        sys.executable, "-c", "import sys; print('engine died'); sys.exit(3)"])
+    cfg = OmegaConf.create({"hardware": {"accelerator": "cpu", "devices_per_node": 1,
+                                         "vllm": {"server_devices": 0}}})
+    with pytest.raises(vllm_server.ServerFailed, match="status 3 at start-up; its log: "):
+        with vllm_server.running_server(cfg, "model", {}, tmp_path, timeout_s=60):
+            pass
+    assert "engine died" in (tmp_path / vllm_server.LOG_FILE).read_text()

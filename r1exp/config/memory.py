@@ -419,3 +419,52 @@ def _candidate_fixes(cfg, work: Workload) -> list[tuple[str, Workload]]:
 
 def _largest_divisor_below(total: int, current: int) -> int:
     return next((d for d in range(current - 1, 0, -1) if total % d == 0), 0)
+
+
+@dataclass(frozen=True)
+class VLLMShare:
+    """What vLLM takes on each GPU it generates on: its reserved share, and the weights in it."""
+
+    key: str             # the knob that sets the share
+    reserved: float      # bytes vLLM reserves per GPU (gpu_memory_utilization x device)
+    weights: float       # bytes of model weights per GPU (split over tensor parallelism)
+    where: str           # which GPUs
+
+    def render(self) -> str:
+        return (f"vllm_per_device: {self.reserved / GB:.2f} GB reserved ({self.key}) on "
+                f"{self.where}, {self.weights / GB:.2f} GB of it weights, the rest KV cache")
+
+
+def vllm_share(cfg) -> VLLMShare | None:
+    """vLLM's memory on the GPUs it uses, where this run generates with vLLM on a GPU.
+
+    vLLM reserves gpu_memory_utilization of each GPU at start and fits weights plus KV cache
+    into it, instead of growing a KV cache as transformers does: the plan counts that share
+    (a colocated share is also part of the training estimate) and checks the weights fit in it.
+    """
+    hw = cfg.hardware
+    if hw.accelerator != "cuda" or hw.device_memory_gb is None:
+        return None
+    if cfg.stage == "grpo" and hw.generation_backend == "vllm":
+        key, fraction, split = ("hardware.vllm.gpu_memory_utilization",
+                                hw.vllm.gpu_memory_utilization,
+                                hw.vllm.server_devices if hw.vllm.mode == "server" else 1)
+        where = ("the server's GPU(s)" if hw.vllm.mode == "server"
+                 else "each training GPU (colocated)")
+    elif ((cfg.stage == "eval" and cfg.eval.backend == "vllm")
+          or (cfg.stage == "generate" and cfg.generate.engine == "vllm")):
+        key, fraction, split = ("eval.vllm.gpu_memory_utilization",
+                                cfg.eval.vllm.gpu_memory_utilization,
+                                cfg.eval.vllm.tensor_parallel_size)
+        where = "each GPU"
+    else:
+        return None
+    share = VLLMShare(key, fraction * hw.device_memory_gb * GB,
+                      float(cfg.model.num_parameters) * DTYPE_BYTES[hw.dtype] / max(split, 1),
+                      where)
+    if share.weights >= share.reserved:
+        raise ConfigError(
+            f"{key}={fraction} reserves {share.reserved / GB:.1f} GB on {where}, less than the "
+            f"model's {share.weights / GB:.1f} GB of weights there, and vLLM needs room for a KV "
+            f"cache too; raise {key} or use a larger card")
+    return share

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from r1exp.config.memory import MemoryEstimate, check_fit, estimate_for_plan
+from r1exp.config.memory import (
+    MemoryEstimate, VLLMShare, check_fit, estimate_for_plan, vllm_share,
+)
 from r1exp.errors import ConfigError
 from r1exp.launch import rendezvous
 
@@ -31,14 +33,18 @@ class Plan:
     launch_command: tuple[str, ...]
     # Peak memory per device, term by term (r1exp/config/memory.py); None: not checked.
     memory: MemoryEstimate | None = field(default=None, compare=False)
+    # vLLM's reserved share on the GPUs it generates on; None: no vLLM on a GPU.
+    vllm_memory: VLLMShare | None = field(default=None, compare=False)
 
     def render(self) -> str:
         """The lines `dry_run=true` prints (one `key: value` per line)."""
         lines = [f"{key}: {value}" for key, value in asdict(self).items()
-                 if key not in ("launch_command", "memory")]
+                 if key not in ("launch_command", "memory", "vllm_memory")]
         lines.append("launch_command: " + " ".join(self.launch_command))
         if self.memory is not None:
             lines.append(self.memory.render())
+        if self.vllm_memory is not None:
+            lines.append(self.vllm_memory.render())
         return "\n".join(lines)
 
 
@@ -84,6 +90,7 @@ def make_plan(cfg: DictConfig, resolved_yaml: str = "<run_dir>/resolved.yaml") -
         generation_devices=generation_devices,
         launch_command=launch_command(cfg, world_size, resolved_yaml),
         memory=memory,
+        vllm_memory=vllm_share(cfg),
     )
 
 

