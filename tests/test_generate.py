@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from fault_plan import FaultInjector, FaultPlan
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -17,7 +18,6 @@ from r1exp.generation.client import ClientSettings, MalformedReply, backoff_dela
 from r1exp.generation.filtering import Verdict, kept_keys
 from r1exp.generation.prompts import Problem, jobs_for, template_fields
 from r1exp.launch.controller import prepare
-from r1exp.serve.faults import FaultInjector, FaultPlan
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

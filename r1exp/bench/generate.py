@@ -2,8 +2,11 @@
 
     python -m r1exp.bench.generate [--requests 32] [--max-in-flight 8] [--endpoint URL]
 
-Without --endpoint it starts r1exp.serve.openai_server (SmolLM2-135M, transformers
-continuous batching, --max-batch = --max-in-flight) on a free port of 127.0.0.1.
+Without --endpoint it starts a real `vllm serve` of --model (default: the embedded
+SmolLM2-135M; vLLM's CPU build through r1exp.launch.vllm_cli) on a free port of 127.0.0.1,
+with --server-args passed on (on a CPU, e.g. '--dtype float32 --enforce-eager'). vLLM rather
+than a server of r1exp's own: the comparison is only worth what the server's batching is,
+and vLLM's continuous batching is the one distillation runs use.
 
 The work: requests of uneven length, as reasoning traces are: most ask for a few tokens, a
 quarter for ~10x more (`ignore_eos`, so every request generates exactly its max_tokens and
@@ -27,8 +30,8 @@ import argparse
 import asyncio
 import json
 import random
+import os
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +40,7 @@ from r1exp.generation.client import ChatRequest, ClientSettings, stream_chat
 from r1exp.launch.processes import free_port, stop, wait_until_serving
 
 MODEL = "smollm2-135m"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def workload(n: int, short: tuple[int, int], long: tuple[int, int], long_fraction: float,
@@ -82,33 +86,34 @@ async def streamed(requests: list[ChatRequest], endpoint: str, model: str, batch
 MODES = {"batched": batched, "streamed": streamed}
 
 
+def model_dir(model: str) -> str:
+    """A conf/model option (e.g. smollm2-135m, converted from its GGUF once), else as given."""
+    option = CONF_DIR / "model" / f"{model}.yaml"
+    if not option.is_file():
+        return model  # a local dir or a hub id: vLLM resolves it
+    from omegaconf import OmegaConf
+
+    from r1exp.models.loading import resolve_model_dir
+
+    cache_dir = os.environ.get("R1EXP_CACHE_DIR") or Path.home() / ".cache" / "r1exp"
+    return resolve_model_dir(OmegaConf.load(option), cache_dir)
+
+
 @contextmanager
-def local_server(model: str, max_batch: int, server_args: list[str],
-                 startup_timeout_s: float = 600):
+def local_server(model: str, server_args: list[str], startup_timeout_s: float = 600):
+    from r1exp.launch import vllm_cli
+
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "r1exp.serve.openai_server", "--port", str(port),
-                             "--model", model, "--test-hooks", "--max-batch", str(max_batch),
-                             *server_args],
-                            cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen(vllm_cli.command(
+        "serve", model_dir(model), "--served-model-name", model, "--host", "127.0.0.1",
+        "--port", str(port), *server_args))
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_serving(proc, f"{base}/v1/models", what="the server",
+        wait_until_serving(proc, f"{base}/health", what="vllm serve",
                            timeout_s=startup_timeout_s)
         yield f"{base}/v1"
     finally:
         stop(proc)
-
-
-def server_stats(endpoint: str, reset: bool = False) -> dict | None:
-    import httpx
-
-    root = endpoint.rstrip("/").removesuffix("/v1")
-    try:
-        reply = (httpx.post(f"{root}/_test/reset", timeout=10) if reset
-                 else httpx.get(f"{root}/_test/stats", timeout=10))
-    except httpx.HTTPError:
-        return None
-    return reply.json() if reply.status_code == 200 else None  # other servers have no hooks
 
 
 def run(endpoint: str, args) -> dict:
@@ -119,18 +124,14 @@ def run(endpoint: str, args) -> dict:
                          endpoint, args.model, args.max_in_flight, args.timeout_s))
     order = [m for r in range(args.rounds) for m in (("batched", "streamed") if r % 2 == 0
                                                        else ("streamed", "batched"))]
-    totals = {m: {"seconds": 0.0, "tokens": 0, "server_max_in_flight": 0} for m in MODES}
+    totals = {m: {"seconds": 0.0, "tokens": 0} for m in MODES}
     for mode in order:
-        server_stats(endpoint, reset=True)
         started = time.perf_counter()
         tokens = asyncio.run(MODES[mode](requests, endpoint, args.model, args.max_in_flight,
                                          args.timeout_s))
         seconds = time.perf_counter() - started
-        stats = server_stats(endpoint) or {}
         totals[mode]["seconds"] += seconds
         totals[mode]["tokens"] += tokens
-        totals[mode]["server_max_in_flight"] = max(totals[mode]["server_max_in_flight"],
-                                                   stats.get("max_in_flight", 0))
         print(f"  {mode:9s} pass: {seconds:7.1f} s, {tokens} tokens", flush=True)
     if totals["batched"]["tokens"] != totals["streamed"]["tokens"]:
         raise RuntimeError(f"the two sides did different work: {totals}")
@@ -141,10 +142,11 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m r1exp.bench.generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--endpoint", default=None,
-                   help="an OpenAI-compatible …/v1 (default: start one)")
-    p.add_argument("--model", default=MODEL, help="served model (conf/model option or dir)")
+                   help="an OpenAI-compatible …/v1 (default: start `vllm serve`)")
+    p.add_argument("--model", default=MODEL,
+                   help="served model: conf/model option, local dir or hub id")
     p.add_argument("--server-args", default="",
-                   help="more flags for the started server, e.g. '--device cuda --dtype bf16'")
+                   help="more `vllm serve` flags, e.g. '--dtype float32 --enforce-eager'")
     p.add_argument("--requests", type=int, default=32)
     p.add_argument("--max-in-flight", type=int, default=8, help="batch size = streamed in flight")
     p.add_argument("--short-min", type=int, default=6)
@@ -160,20 +162,18 @@ def main(argv=None) -> None:
     if args.endpoint:
         result = run(args.endpoint, args)
     else:
-        with local_server(args.model, args.max_in_flight, args.server_args.split()) as endpoint:
+        with local_server(args.model, args.server_args.split()) as endpoint:
             result = run(endpoint, args)
     totals = result["totals"]
     lengths = sorted(r.max_tokens for r in result["requests"])
     print(f"\n{args.requests} requests per pass, max_tokens {lengths[0]}..{lengths[-1]} "
           f"(median {lengths[len(lengths) // 2]}), {args.max_in_flight} in flight, "
           f"{args.rounds} round(s)")
-    header = (f"{'mode':10s} {'seconds':>9s} {'tokens':>8s} {'tokens/s':>9s} "
-              f"{'server max in flight':>21s}")
+    header = f"{'mode':10s} {'seconds':>9s} {'tokens':>8s} {'tokens/s':>9s}"
     print(header)
     print("-" * len(header))
     for mode, t in totals.items():
-        print(f"{mode:10s} {t['seconds']:9.1f} {t['tokens']:8d} {t['tokens'] / t['seconds']:9.1f} "
-              f"{t['server_max_in_flight']:21d}")
+        print(f"{mode:10s} {t['seconds']:9.1f} {t['tokens']:8d} {t['tokens'] / t['seconds']:9.1f}")
     batched_s, streamed_s = totals["batched"]["seconds"], totals["streamed"]["seconds"]
     print(json.dumps({
         "batched_s": round(batched_s, 2), "streamed_s": round(streamed_s, 2),

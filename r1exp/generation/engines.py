@@ -6,7 +6,7 @@
 - vllm: in-process `LLM.generate` (r1exp.eval.backends.vllm), sized by eval.vllm.*; tested on
   vLLM's CPU build and measured on an H200 (docs/vllm.md). Without vLLM it stops with a
   ConfigError before loading anything.
-- openai: an OpenAI-compatible server (`vllm serve`, SGLang, r1exp.serve.openai_server)
+- openai: an OpenAI-compatible server (`vllm serve`, SGLang)
   driven as a stream with at most generate.max_in_flight requests outstanding.
 
 An engine yields lists of Generated as they finish, so the stage commits progress as it goes.

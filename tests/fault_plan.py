@@ -1,4 +1,4 @@
-"""Faults the test server injects on purpose, and what it observed while serving.
+"""Faults tests/fault_proxy.py injects on purpose, and what it observed while serving.
 
 Faults are evenly spaced rather than random: with rate r, arriving request k is hit when
 floor((k + 1) r) > floor(k r). A test then knows exactly how many requests fail (rate 0.5:
