@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -23,9 +24,11 @@ def main(cfg: DictConfig) -> dict | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from r1exp.launch.controller import config_error_exit, control
+    from r1exp.config.recipe import announce
+    from r1exp.launch.controller import WorkerFailed, config_error_exit, control
 
     runtime = HydraConfig.get()
+    print(announce(cfg, runtime), file=sys.stderr, flush=True)
     tags = {f"choice.{group}": str(option) for group, option in runtime.runtime.choices.items()
             if not group.startswith("hydra/")}
     tags["overrides"] = " ".join(runtime.overrides.task)
@@ -38,6 +41,9 @@ def main(cfg: DictConfig) -> dict | None:
         control(cfg, tags)
     except ConfigError as err:
         config_error_exit(err)
+    except WorkerFailed as err:  # the worker printed its error, the summary says the rest
+        print(f"r1exp: {err}", file=sys.stderr)
+        sys.exit(err.returncode)
 
 
 if __name__ == "__main__":

@@ -130,6 +130,7 @@ class TrainConfig:
     logging_steps: int = MISSING
     save_steps: int = MISSING
     save_total_limit: Optional[int] = MISSING
+    keep_checkpoints: bool = MISSING
     resume: str = MISSING
     benchmarks: List[str] = MISSING
     lora: LoraConfig = MISSING

@@ -27,11 +27,21 @@ from r1exp.launch.resume import (
     RunClaim, adopt_run, find_resumable_run, reattach_run, refuse_finished_training,
 )
 from r1exp.launch.worker import METRICS_FILE
+from r1exp.launch.worker_output import WORKER_LOG, teed_process
 
 log = logging.getLogger(__name__)
 RESOLVED_FILE = "resolved.yaml"
 STATUS_FILE = "status"
 WATCH_INTERVAL_S = 5  # how often the controller checks what the workers depend on
+
+
+class WorkerFailed(RuntimeError):
+    """The workers exited with an error they printed themselves (their traceback is in the
+    terminal and the worker log): no controller traceback should repeat it."""
+
+    def __init__(self, message: str, returncode: int):
+        super().__init__(message)
+        self.returncode = returncode
 
 
 def prepare(cfg: DictConfig) -> tuple[DictConfig, Plan]:
@@ -75,8 +85,8 @@ def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
         returncode = _run_workers(plan, typed, run)
         status = "FINISHED" if returncode == 0 else "FAILED"
         if returncode != 0:
-            raise RuntimeError(f"stage '{typed.stage}' worker exited with status {returncode}; "
-                               f"see the log in {run_dir}")
+            raise WorkerFailed(f"stage '{typed.stage}' worker exited with status {returncode}; "
+                               f"its output is in {run_dir / WORKER_LOG}", returncode)
         metrics = _read_metrics(run_dir)
         if run is not None:
             run.log_metrics(metrics)
@@ -93,14 +103,15 @@ def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
                 run.log_artifacts(logfile)
             run.finish(status)
         claim.release()
+        _print_summary(status, typed, run_dir, run, hydra_tags or {})
 
 
 def _run_untracked_node(plan: Plan, cfg: DictConfig, machine_rank: int) -> dict[str, float]:
     """Nodes after the first only start their ranks: node 0 owns the MLflow run and metrics."""
-    returncode = _run_workers(plan, cfg, None)
+    returncode = _run_workers(plan, cfg, None, log_name=f"worker-node{machine_rank}.log")
     if returncode != 0:
-        raise RuntimeError(f"stage '{cfg.stage}' workers of machine rank {machine_rank} exited "
-                           f"with status {returncode}")
+        raise WorkerFailed(f"stage '{cfg.stage}' workers of machine rank {machine_rank} exited "
+                           f"with status {returncode}", returncode)
     return {}
 
 
@@ -110,8 +121,22 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _run_workers(plan: Plan, cfg: DictConfig, run) -> int:
+def _print_summary(status: str, cfg: DictConfig, run_dir: Path, run, tags: dict) -> None:
+    from r1exp.launch.summary import collect, render
+
+    recipe = tags.get("choice.experiment")
+    try:
+        text = render(collect(status, cfg.stage, run_dir, run,
+                              recipe=f"experiment={recipe}" if recipe else None))
+    except Exception:  # a summary that cannot be read must not hide how the run ended
+        log.exception("could not summarize the run in %s", run_dir)
+        return
+    print(text, flush=True)
+
+
+def _run_workers(plan: Plan, cfg: DictConfig, run, log_name: str = WORKER_LOG) -> int:
     env = {**os.environ, **{k: str(v) for k, v in cfg.hardware.env.items()}}
+    log_path = Path(cfg.paths.output_dir) / log_name
     if run is not None:
         env.update(run.env())
     if uses_vllm_server(cfg):
@@ -120,8 +145,8 @@ def _run_workers(plan: Plan, cfg: DictConfig, run) -> int:
 
         model_dir = resolve_model_dir(cfg.model, cfg.paths.cache_dir)
         with running_server(cfg, model_dir, env, Path(cfg.paths.output_dir)) as server:
-            return _start_and_wait(plan, server.worker_env, watch=server.check_alive)
-    return _start_and_wait(plan, single_training_device(plan, cfg, env))
+            return _start_and_wait(plan, server.worker_env, log_path, watch=server.check_alive)
+    return _start_and_wait(plan, single_training_device(plan, cfg, env), log_path)
 
 
 def single_training_device(plan: Plan, cfg: DictConfig, env: dict[str, str]) -> dict[str, str]:
@@ -139,11 +164,15 @@ def single_training_device(plan: Plan, cfg: DictConfig, env: dict[str, str]) -> 
     return {**env, "CUDA_VISIBLE_DEVICES": visible.split(",")[0] if visible is not None else "0"}
 
 
-def _start_and_wait(plan: Plan, env: dict[str, str], watch=None) -> int:
+def _start_and_wait(plan: Plan, env: dict[str, str], log_path: Path, watch=None) -> int:
     """Run the workers to the end; `watch` raises when something they depend on died."""
     argv = executable_argv(plan.launch_command)
-    log.info("starting worker: %s", " ".join(argv))
-    proc = subprocess.Popen(argv, env=env)
+    log.info("starting worker: %s (output also in %s)", " ".join(argv), log_path)
+    with teed_process(argv, env, log_path) as proc:
+        return _wait(proc, watch)
+
+
+def _wait(proc: subprocess.Popen, watch) -> int:
     try:
         while True:
             try:

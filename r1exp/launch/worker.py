@@ -8,12 +8,13 @@ through MLFLOW_RUN_ID, runs the stage and, on rank 0, writes `metrics.json` for 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from r1exp.launch.worker_logging import configure as configure_logging
 
 METRICS_FILE = "metrics.json"
 
@@ -25,14 +26,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = OmegaConf.load(argv[0])
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format=f"[%(asctime)s][rank{rank}][%(name)s][%(levelname)s] %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    configure_logging(rank)
+    from r1exp.errors import ConfigError
     from r1exp.stages import run_stage
 
-    metrics = run_stage(cfg)
+    try:
+        metrics = run_stage(cfg)
+    except ConfigError as err:  # found only once the data is open: one line, as the controller
+        print(f"r1exp: config error: {err}", file=sys.stderr, flush=True)
+        return 2
     if rank == 0:
         out = Path(cfg.paths.output_dir) / METRICS_FILE
         out.write_text(json.dumps(metrics, indent=2, sort_keys=True))

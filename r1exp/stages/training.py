@@ -112,7 +112,20 @@ def save_final(trainer, tokenizer, cfg) -> Path:
         tokenizer.save_pretrained(str(out))
         # The per-step log (loss, rewards, lengths) travels with the model, MLflow or not.
         trainer.state.save_to_json(str(out / "trainer_state.json"))
+        if not cfg.train.keep_checkpoints:
+            drop_checkpoints(Path(cfg.paths.output_dir))
     return out
+
+
+def drop_checkpoints(run_dir: Path) -> None:
+    """Delete the trainer checkpoints the saved final model supersedes; keep the rest of
+    checkpoints/ (TRL's completions tables live there)."""
+    import shutil
+
+    for checkpoint in sorted((run_dir / CHECKPOINTS_DIR).glob("checkpoint-*")):
+        shutil.rmtree(checkpoint)
+    log.info("train.keep_checkpoints=false: deleted the checkpoints in %s",
+             run_dir / CHECKPOINTS_DIR)
 
 
 def final_metrics(trainer, result) -> dict[str, float]:

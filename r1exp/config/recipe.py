@@ -1,0 +1,90 @@
+"""Name the recipe (`experiment=`) a run composes and what it changed, before any heavy work.
+
+The primary defaults list picks `experiment=quickstart`, so `r1exp` alone is the quickstart;
+the same recipe then also shapes `r1exp stage=sft hardware=8xh100 model=...` (12 steps,
+lr 1e-5). Every run says so at its start, with each value the recipe changed over the group
+defaults (after the command line's overrides: a key set there is not the recipe's doing), and
+how to run without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+# Drops the default recipe: the group defaults alone (Hydra refuses `experiment=null` on the
+# command line). Quoted in messages: an unquoted `~word` is a home dir to the shell.
+NO_RECIPE = "~experiment"
+
+
+# Knob nodes each stage reads; a recipe's change to another stage's node does not apply here
+# (eval: train.benchmarks evaluates after training).
+STAGE_NODES = {"sft": {"train", "sft", "eval"}, "grpo": {"train", "grpo", "eval"},
+               "eval": {"eval"}, "generate": {"generate"}}
+KNOB_NODES = {"train", "sft", "grpo", "eval", "generate"}
+
+
+def recipe_changes(with_recipe: DictConfig, without_recipe: DictConfig
+                   ) -> list[tuple[str, Any, Any]]:
+    """(key, group default, recipe's value) for every leaf the recipe changed that this run's
+    stage reads."""
+    before, after = _leaves(without_recipe), _leaves(with_recipe)
+    used = STAGE_NODES.get(str(after.get("stage")), KNOB_NODES)
+    return [(key, before.get(key), value) for key, value in after.items()
+            if key != "experiment" and before.get(key, _MISSING) != value
+            and (key.split(".")[0] not in KNOB_NODES or key.split(".")[0] in used)]
+
+
+def compose_without_recipe(overrides: list[str]) -> DictConfig:
+    """The config the same command line composes without a recipe (needs Hydra's global
+    state: inside @hydra.main)."""
+    from hydra import compose
+
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "experiment"]
+    return compose(config_name="config", overrides=[*kept, NO_RECIPE])
+
+
+def describe(experiment: str | None, from_command_line: bool,
+             changes: list[tuple[str, Any, Any]]) -> str:
+    """One paragraph for the start of a run."""
+    if not experiment:
+        return "recipe: none: the group defaults and your overrides"
+    how = "named on the command line" if from_command_line else \
+        f"the default of conf/config.yaml; '{NO_RECIPE}' runs without it"
+    if not changes:
+        return f"recipe: experiment={experiment} ({how}); it changes nothing here"
+    shown = "\n".join(f"  {key}: {_shown(old)} -> {_shown(new)}" for key, old, new in changes)
+    return f"recipe: experiment={experiment} ({how}) changes:\n{shown}"
+
+
+_MISSING = object()
+
+
+def _shown(value: Any) -> str:
+    return "(unset)" if value is None else str(value)
+
+
+def _leaves(cfg: DictConfig) -> dict[str, Any]:
+    """Dotted key -> value, interpolations left as written (resolving needs Hydra's runtime)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            flat[prefix] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return flat
+
+
+def announce(cfg: DictConfig, runtime) -> str:
+    """The paragraph for this Hydra job (`runtime`: its HydraConfig)."""
+    experiment = runtime.runtime.choices.get("experiment")
+    overrides = list(runtime.overrides.task)
+    named = any(o.split("=", 1)[0].lstrip("+~") == "experiment" for o in overrides)
+    if not experiment:
+        return describe(None, named, [])
+    return describe(experiment, named, recipe_changes(cfg, compose_without_recipe(overrides)))

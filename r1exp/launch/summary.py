@@ -1,0 +1,115 @@
+"""The block every run ends with, success or failure: where things are and how it went.
+
+Built from what the run dir holds (the trainer's log history, eval/results.json, metrics.json),
+so a failed run still shows the progress it made before it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from r1exp.launch.resume import CHECKPOINTS_DIR, FINAL_MODEL_DIR, last_complete_checkpoint
+from r1exp.launch.worker_output import WORKER_LOG
+
+TRAINER_STATE = "trainer_state.json"
+# Training curves worth one line each, first -> last, in the order shown.
+TRAINING_KEYS = ("reward", "loss", "eval_loss")
+GENERATE_COUNTS = ("problems", "samples", "kept", "errors", "correct_fraction")
+MLFLOW_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+@dataclass
+class Summary:
+    status: str
+    stage: str
+    run_dir: Path
+    recipe: str | None = None
+    model_dir: Path | None = None
+    worker_log: Path | None = None
+    curves: dict[str, tuple[tuple[int, float], tuple[int, float]]] = field(default_factory=dict)
+    eval_table: str | None = None
+    counts: dict[str, float] = field(default_factory=dict)
+    mlflow_command: str | None = None
+    mlflow_url: str | None = None
+
+
+def collect(status: str, stage: str, run_dir: Path, run=None, recipe: str | None = None
+            ) -> Summary:
+    """Read what `run_dir` holds; `run` is the run's TrackedRun (None: logger=none)."""
+    model_dir = run_dir / FINAL_MODEL_DIR
+    log = run_dir / WORKER_LOG
+    summary = Summary(status=status, stage=stage, run_dir=run_dir, recipe=recipe,
+                      model_dir=model_dir if (model_dir / "config.json").is_file() else None,
+                      worker_log=log if log.is_file() else None,
+                      curves=training_curves(_trainer_log(run_dir)),
+                      eval_table=_eval_table(run_dir), counts=_generate_counts(run_dir))
+    if run is not None:
+        summary.mlflow_command = f"mlflow ui --backend-store-uri {run.tracking_uri}"
+        experiment = run.client.get_run(run.run_id).info.experiment_id
+        summary.mlflow_url = f"{MLFLOW_UI_URL}/#/experiments/{experiment}/runs/{run.run_id}"
+    return summary
+
+
+def training_curves(log_history: list[dict]) -> dict[str, tuple[tuple[int, float],
+                                                               tuple[int, float]]]:
+    """(step, value) of the first and last logged point of each of TRAINING_KEYS."""
+    curves = {}
+    for key in TRAINING_KEYS:
+        points = [(int(entry.get("step", 0)), float(entry[key])) for entry in log_history
+                  if isinstance(entry.get(key), (int, float))]
+        if points:
+            curves[key] = (points[0], points[-1])
+    return curves
+
+
+def render(summary: Summary) -> str:
+    rows = [("status", summary.status), ("stage", summary.stage),
+            ("run dir", str(summary.run_dir))]
+    if summary.recipe:
+        rows.append(("recipe", summary.recipe))
+    if summary.model_dir:
+        rows.append(("model", str(summary.model_dir)))
+    if summary.worker_log:
+        rows.append(("log", str(summary.worker_log)))
+    for key, ((first_step, first), (last_step, last)) in summary.curves.items():
+        rows.append((key, f"{first:.4g} -> {last:.4g}  (step {first_step} -> {last_step})"))
+    for key, value in summary.counts.items():
+        rows.append((key, f"{value:.3f}" if key.endswith("fraction") else f"{value:g}"))
+    if summary.mlflow_command:
+        rows += [("mlflow", summary.mlflow_command), ("", f"then open {summary.mlflow_url}")]
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{label:<{width}}  {value}" for label, value in rows]
+    if summary.eval_table:
+        lines += ["", *summary.eval_table.splitlines()]
+    rule = "=" * 72
+    return "\n".join([rule, f"r1exp run {summary.status}", rule, *lines, rule])
+
+
+def _trainer_log(run_dir: Path) -> list[dict]:
+    """The trainer's per-step log: the final model's copy, else the newest checkpoint's."""
+    candidates = [run_dir / FINAL_MODEL_DIR / TRAINER_STATE]
+    checkpoint = last_complete_checkpoint(run_dir) if (run_dir / CHECKPOINTS_DIR).is_dir() else None
+    if checkpoint is not None:
+        candidates.append(checkpoint / TRAINER_STATE)
+    for path in candidates:
+        if path.is_file():
+            return json.loads(path.read_text()).get("log_history", [])
+    return []
+
+
+def _eval_table(run_dir: Path) -> str | None:
+    from r1exp.eval.outputs import EVAL_DIR, RESULTS_FILE, format_table
+
+    path = run_dir / EVAL_DIR / RESULTS_FILE
+    return format_table(json.loads(path.read_text())) if path.is_file() else None
+
+
+def _generate_counts(run_dir: Path) -> dict[str, float]:
+    from r1exp.launch.worker import METRICS_FILE
+
+    path = run_dir / METRICS_FILE
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    return {key: metrics[f"generate/{key}"] for key in GENERATE_COUNTS
+            if f"generate/{key}" in metrics}
