@@ -41,8 +41,11 @@ def test_quickstart_trains_and_tracks(tmp_path):
     run_dir = tmp_path / "run"
     assert ((run_dir / "resolved.yaml").is_file()
             and (run_dir / "status").read_text() == "FINISHED\n")
-    assert (run_dir / "checkpoints" / "checkpoint-2").is_dir()
+    # The quickstart keeps no checkpoint once its final model is saved (train.keep_checkpoints)
     assert (run_dir / "model" / "config.json").is_file()
+    assert not list((run_dir / "checkpoints").glob("checkpoint-*"))
+    written = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
+    assert written < 0.7e9, f"the quickstart wrote {written / 1e9:.2f} GB"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train/global_step"] == 2
 
@@ -56,7 +59,16 @@ def test_quickstart_trains_and_tracks(tmp_path):
     assert (run.data.tags["choice.hardware"] == "cpu"
             and run.data.tags["choice.model"] == "smollm2-135m")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"resolved.yaml", ".hydra", "metrics.json"} <= artifacts
+    assert {"resolved.yaml", ".hydra", "metrics.json", "worker.log"} <= artifacts
+    # The workers' whole output, also on the terminal; the run starts naming its recipe and
+    # ends with the summary.
+    worker_log = (run_dir / "worker.log").read_text()
+    assert "Loading weights" in worker_log and "Loading weights" in output
+    assert "recipe: experiment=quickstart" in output
+    summary = output[output.index("r1exp run FINISHED"):]
+    for line in (f"model    {run_dir / 'model'}", "reward   ", "loss     ", "(step 1 -> 2)",
+                 "mlflow ui --backend-store-uri sqlite:///", run.info.run_id):
+        assert line in summary, summary
 
 
 def test_a_crash_marks_the_run_failed(tmp_path):
@@ -66,6 +78,8 @@ def test_a_crash_marks_the_run_failed(tmp_path):
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode != 0
     assert "lacks column(s) ['problem']" in output
+    assert output.count("lacks column(s) ['problem']") == 1, "the error is printed once"
+    assert "r1exp run FAILED" in output and "Error executing job" not in output
     _, runs = mlflow_runs(tmp_path)
     assert [r.info.status for r in runs] == ["FAILED"]
 

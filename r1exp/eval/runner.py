@@ -53,7 +53,8 @@ def evaluate_model(cfg, model_dir: str | None = None, benchmarks=None,
     if rank != 0:
         return {}
     outputs.write_results(out, results)
-    print(outputs.format_table(results), flush=True)
+    # The table itself ends the run's summary block (r1exp.launch.summary), printed once.
+    log.info("eval results in %s", out / outputs.RESULTS_FILE)
     if run is not None:
         run.log_artifacts(out, outputs.EVAL_DIR)
     return outputs.mlflow_metrics(results)
@@ -152,6 +153,8 @@ def _generate_share(cfg, generator, tokenizer, problems: list[Problem], k: int, 
                     config_hash: str, rank: int, world_size: int) -> dict:
     """Generate and score the missing samples (k per problem) of this rank's problems, saving
     each batch."""
+    from tqdm.auto import tqdm
+
     from r1exp.rewards import grade_math
 
     done = {(r["problem_id"], r["sample"]) for r in outputs.read_samples(bench_dir, config_hash)}
@@ -165,15 +168,22 @@ def _generate_share(cfg, generator, tokenizer, problems: list[Problem], k: int, 
     skipped = len(problems) * k - len(requests)
     log.info("%s: %d problems, %d samples to generate (%d already done)",
              bench_dir.name, len(problems), len(requests), skipped)
-    new_tokens = 0
-    with outputs.SampleLog(outputs.samples_path(bench_dir, rank, world_size)) as sample_log:
+    new_tokens, correct = 0, 0
+    # Counts samples generated and scored, so its ETA covers both; the hf backend adds a bar
+    # per batch over its decoding steps.
+    bar = tqdm(total=len(requests), desc=f"eval {bench_dir.name}", unit="sample",
+               mininterval=2.0, dynamic_ncols=True, disable=not requests)
+    with outputs.SampleLog(outputs.samples_path(bench_dir, rank, world_size)) as sample_log, bar:
         for batch in generator.generate(requests):
             golds = [by_id[c.request.key[0]].gold for c in batch]
+            bar.set_postfix_str(f"scoring {len(batch)}")
             grades = grade_math([c.text for c in batch], golds, timeout_s=cfg.eval.score_timeout_s)
             sample_log.write(_record(c, gold, grade, config_hash)
                              for c, gold, grade in zip(batch, golds, grades))
             new_tokens += sum(c.new_tokens for c in batch)
-            log.info("%s: %d new tokens so far", bench_dir.name, new_tokens)
+            correct += sum(grade.score > 0 for grade in grades)
+            bar.set_postfix_str(f"correct {correct}, {new_tokens} tokens", refresh=False)
+            bar.update(len(batch))
     return {"new_samples": len(requests), "new_tokens": new_tokens}
 
 

@@ -42,7 +42,8 @@ def run(cfg) -> dict[str, float]:
     dataset = load_split(cfg.dataset, cfg.dataset.train_split, seed=cfg.seed)
     require_columns(dataset, [cfg.dataset.prompt_column, cfg.dataset.answer_column],
                     cfg.dataset.name)
-    dataset = dataset.map(lambda row: {"prompt": conversation(row, cfg)})
+    dataset = dataset.map(lambda row: {"prompt": conversation(row, cfg)},
+                          desc=f"formatting {cfg.dataset.name} prompts")
     reward_funcs, reward_weights = build_reward_functions(cfg.reward)
 
     checkpoint = checkpoint_to_resume(cfg)

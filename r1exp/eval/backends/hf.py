@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from r1exp.eval.backends.base import Completion, Request, Sampling
 
@@ -52,6 +53,31 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
+@contextmanager
+def token_progress(rows: int, max_new_tokens: int) -> Iterator:
+    """A tqdm bar over one batch's decoding steps, as a stopping criterion that never stops.
+
+    One batch may decode for many minutes on a CPU (50 rows x 2048 tokens took 50); the bar
+    shows the step and an ETA for the worst case (every row running to max_new_tokens).
+    """
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import StoppingCriteria
+
+    bar = tqdm(total=max_new_tokens, desc=f"decoding {rows} rows", unit="tok", leave=False,
+               mininterval=2.0, dynamic_ncols=True)
+
+    class Step(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            bar.update(1)
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    try:
+        yield Step()
+    finally:
+        bar.close()
+
+
 class TransformersGenerator:
     def __init__(self, model, tokenizer, sampling: Sampling, *, batch_tokens: int, max_rows: int):
         import torch
@@ -91,10 +117,11 @@ class TransformersGenerator:
         import torch
 
         input_ids, attention_mask = self.left_padded(batch)
-        with torch.inference_mode():
+        with torch.inference_mode(), token_progress(len(batch),
+                                                    self.sampling.max_new_tokens) as progress:
             output = self.model.generate(
                 input_ids=input_ids, attention_mask=attention_mask,
-                generation_config=self.generation_config(),
+                generation_config=self.generation_config(), stopping_criteria=[progress],
             )
         new = output[:, input_ids.shape[1]:].tolist()
         return [self.completion(request, tokens) for request, tokens in zip(batch, new)]
