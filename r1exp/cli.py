@@ -28,7 +28,6 @@ def main(cfg: DictConfig) -> dict | None:
     from r1exp.launch.controller import WorkerFailed, config_error_exit, control
 
     runtime = HydraConfig.get()
-    print(announce(cfg, runtime), file=sys.stderr, flush=True)
     tags = {f"choice.{group}": str(option) for group, option in runtime.runtime.choices.items()
             if not group.startswith("hydra/")}
     tags["overrides"] = " ".join(runtime.overrides.task)
@@ -38,7 +37,7 @@ def main(cfg: DictConfig) -> dict | None:
         # A failing job is recorded and the sweep goes on; `r1exp -m` exits 1 at the end.
         return run_sweep_job(cfg, tags)
     try:
-        control(cfg, tags)
+        control(cfg, tags, notice=announce(cfg, runtime))
     except ConfigError as err:
         config_error_exit(err)
     except WorkerFailed as err:  # the worker printed its error, the summary says the rest
