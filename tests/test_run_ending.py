@@ -162,3 +162,9 @@ def test_the_deprecated_checkpointing_name_warns_no_more_and_others_still_do(res
                       FutureWarning)
         warnings.warn("something else is deprecated", FutureWarning)
     assert [str(w.message) for w in caught] == ["something else is deprecated"]
+
+
+def test_values_are_shown_as_the_command_line_writes_them():
+    text = describe("quickstart", False, [("train.keep_checkpoints", True, False),
+                                          ("model.revision", None, "main")])
+    assert "train.keep_checkpoints: true -> false" in text and "(unset) -> main" in text

@@ -62,7 +62,10 @@ _MISSING = object()
 
 
 def _shown(value: Any) -> str:
-    return "(unset)" if value is None else str(value)
+    """As the command line would write it (true, not Python's True)."""
+    if value is None:
+        return "(unset)"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _leaves(cfg: DictConfig) -> dict[str, Any]:
