@@ -1,0 +1,33 @@
+"""train.keep_checkpoints=false: a finished run keeps its final model, not its checkpoints."""
+
+from __future__ import annotations
+
+from r1exp.launch.resume import last_complete_checkpoint
+from r1exp.stages.training import drop_checkpoints
+
+
+def test_dropping_checkpoints_keeps_the_completions_tables(tmp_path):
+    for step in (6, 12):
+        checkpoint = tmp_path / "checkpoints" / f"checkpoint-{step}"
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "optimizer.pt").write_bytes(b"0" * 1024)
+        (checkpoint / "trainer_state.json").write_text("{}")
+    completions = tmp_path / "checkpoints" / "completions" / "completions_00004.parquet"
+    completions.parent.mkdir()
+    completions.write_bytes(b"table")
+    assert last_complete_checkpoint(tmp_path).name == "checkpoint-12"
+
+    drop_checkpoints(tmp_path)
+    assert last_complete_checkpoint(tmp_path) is None and completions.is_file()
+
+
+def test_the_quickstart_keeps_one_checkpoint_while_it_runs_and_none_once_done():
+    from hydra import compose, initialize_config_dir
+
+    from r1exp.cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        quickstart = compose(config_name="config").train
+        full_run = compose(config_name="config", overrides=["~experiment"]).train
+    assert (quickstart.save_total_limit, quickstart.keep_checkpoints) == (1, False)
+    assert full_run.keep_checkpoints is True
