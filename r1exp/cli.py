@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-import r1exp.config  # noqa: F401  (registers the r1exp.project_root resolver)
 from r1exp.config.group_overrides import exits_on_bad_group_choice
 from r1exp.errors import ConfigError
+from r1exp.resources import CONF_DIR as CONF_PATH
 
 # An absolute path: Hydra would otherwise look for a Python module `conf` when r1exp is
 # imported as a package (console script, `python -m r1exp`, submitit's pickled job).
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(CONF_PATH)
 
 
 # Outside @hydra.main: Hydra turns a bad group choice into a traceback before main runs.

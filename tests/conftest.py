@@ -18,8 +18,22 @@ SERVED_MODEL = "smollm2"  # the name `vllm_serve` serves the model under (/v1/mo
 def shared_data() -> Path:
     """The offline copies of MATH-500 / GSM8K / AIME24 (../shared/data); skip when absent."""
     if not (SHARED_DATA / "math500.jsonl").is_file():
-        pytest.skip(f"benchmark data not found at {SHARED_DATA} (set R1EXP_SHARED_DATA)")
+        pytest.skip(f"offline benchmark copies (math500.jsonl, gsm8k_*.jsonl, aime24.jsonl) not "
+                    f"found at {SHARED_DATA}; set R1EXP_SHARED_DATA to a directory holding them")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def benchmark_data_dir():
+    """Every r1exp the tests start, in-process or as a subprocess (which inherits os.environ),
+    reads the offline benchmarks from the shared copies rather than the user's cache
+    (paths.data_dir's default), unless R1EXP_DATA_DIR already names a directory."""
+    if "R1EXP_DATA_DIR" in os.environ or not SHARED_DATA.is_dir():
+        yield
+        return
+    os.environ["R1EXP_DATA_DIR"] = str(SHARED_DATA)
+    yield
+    del os.environ["R1EXP_DATA_DIR"]
 
 
 @pytest.fixture(scope="module")

@@ -211,6 +211,18 @@ def test_offline_copies_per_split_never_train_on_the_test_file(monkeypatch, tmp_
         load_split(cfg, "validation", seed=0)
 
 
+def test_a_missing_offline_copy_says_which_setting_points_at_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = OmegaConf.merge({"paths": {"data_dir": str(tmp_path / "empty")}},
+                          {"dataset": OmegaConf.load(CONF / "math500.yaml")}).dataset
+    with pytest.raises(ConfigError) as raised:
+        load_split(cfg, "test", seed=0)
+    message = str(raised.value)
+    assert f"{tmp_path / 'empty' / 'math500.jsonl'} does not exist" in message
+    assert "R1EXP_DATA_DIR" in message and "paths.data_dir" in message
+    assert "load_dataset('HuggingFaceH4/MATH-500', split='test')" in message
+
+
 def test_gsm8k_offline_train_split_is_the_train_slice(monkeypatch, shared_data):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = OmegaConf.merge({"paths": {"data_dir": str(shared_data)}},

@@ -38,9 +38,9 @@ from pathlib import Path
 
 from r1exp.generation.client import ChatRequest, ClientSettings, stream_chat
 from r1exp.launch.processes import free_port, stop, wait_until_serving
+from r1exp.resources import CONF_DIR
 
 MODEL = "smollm2-135m"
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def workload(n: int, short: tuple[int, int], long: tuple[int, int], long_fraction: float,

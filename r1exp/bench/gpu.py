@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from r1exp.bench.gpu_workloads import REPO_ROOT, Variant
+from r1exp.resources import CONF_DIR
 
 PARTS = ("sft", "grpo", "memory")
 BUDGET_S = 560          # a device call may run 600 s; leave room for the report
@@ -168,7 +169,7 @@ def _environment(variant: Variant) -> dict[str, str]:
            "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
     if variant.side == "r1exp":
-        profile = OmegaConf.load(REPO_ROOT / "conf" / "hardware" / "1xh100.yaml")
+        profile = OmegaConf.load(CONF_DIR / "hardware" / "1xh100.yaml")
         env.update({k: str(v) for k, v in profile.env.items()})
     return env
 

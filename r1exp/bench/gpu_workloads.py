@@ -17,6 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from r1exp.resources import CONF_DIR
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Architecture of a CPU-sized model for testing the bench's logic without a GPU.
 TINY_ARCHITECTURE = dict(hidden_size=64, num_layers=2, num_attention_heads=4, num_kv_heads=2,
@@ -116,7 +118,7 @@ def compose(variant: Variant, out_dir: Path, tiny: bool, cuda: bool):
         overrides += [f"model.architecture.{k}={v}" for k, v in TINY_ARCHITECTURE.items()]
     overrides += variant.overrides
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         composed = compose("config", overrides=overrides)
     return prepare(composed)  # validation, plan and memory check exactly as `r1exp` runs them
 

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from r1exp.bench.two_gpu_validation import NO_MULTICAST, OFFLINE, REPO_ROOT, build_model, run_one
+from r1exp.resources import CONF_DIR
 
 PARTS = ("eval", "generate", "colocate", "server")
 CARRIED = REPO_ROOT / ".gpu_vllm"
@@ -137,7 +138,7 @@ def math500_prompts(model_dir: Path, count: int, user_message) -> list[list[int]
 def conf_value(path: str, key: str):
     from omegaconf import OmegaConf
 
-    return OmegaConf.load(REPO_ROOT / "conf" / path)[key]
+    return OmegaConf.load(CONF_DIR / path)[key]
 
 
 def _status(run_dir: Path) -> str:

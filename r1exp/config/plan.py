@@ -7,7 +7,6 @@ on one 12 GB card or an 8-GPU node; only gradient accumulation changes.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -16,9 +15,9 @@ from r1exp.config.memory import (
 )
 from r1exp.errors import ConfigError
 from r1exp.launch import rendezvous
+from r1exp.resources import LAUNCHERS_DIR
 
 TRAINING_STAGES = ("sft", "grpo")
-LAUNCHERS_DIR = Path(__file__).resolve().parents[2] / "launchers"
 ACCELERATE_MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 

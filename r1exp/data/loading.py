@@ -205,6 +205,9 @@ def _generated(dataset_cfg, split: str, seed: int):
 def _hub(path: str, config_name, revision, split: str, offline):
     offline = offline_copy(offline, split)
     if os.environ.get("HF_HUB_OFFLINE") == "1" and offline:
+        if not Path(offline).exists():
+            raise ConfigError(missing_offline_copy(path, config_name, split, offline,
+                                                   "HF_HUB_OFFLINE=1"))
         return load_local(offline, split)
     from datasets import load_dataset
 
@@ -215,11 +218,28 @@ def _hub(path: str, config_name, revision, split: str, offline):
             log.warning("hub dataset %s unavailable (%s); using %s", path, type(err).__name__,
                         offline)
             return load_local(offline, split)
+        reason = f"the hub failed: {type(err).__name__}: {err}"
+        if offline:
+            message = missing_offline_copy(path, config_name, split, offline, reason)
+            raise ConfigError(message) from err
         raise RuntimeError(
-            f"hub dataset {path!r} (split {split!r}) could not be loaded ({type(err).__name__}: "
-            f"{err}); without network access point dataset.offline_path (or the mixture entry's "
-            "offline_path) at a local copy"
+            f"hub dataset {path!r} (split {split!r}) could not be loaded ({reason}); without "
+            "network access point dataset.offline_path (or the mixture entry's offline_path) "
+            "at a local copy"
         ) from err
+
+
+def missing_offline_copy(path: str, config_name, split: str, offline: str, reason: str) -> str:
+    """Where the copy should be, which setting moves it, and how to make one: the default
+    (paths.data_dir under the cache) holds nothing until the user puts the files there."""
+    load = ", ".join(repr(a) for a in (path, config_name) if a is not None)
+    return (
+        f"hub dataset {path!r} (split {split!r}) is read from its offline copy ({reason}), but "
+        f"{offline} does not exist. Point R1EXP_DATA_DIR (or paths.data_dir=...) at the "
+        f"directory that holds it, or dataset.offline_path at the file. A copy is the hub "
+        f"split as JSON Lines, e.g. python -c \"import datasets; datasets.load_dataset("
+        f"{load}, split='{split}').to_json('{offline}')\" on a machine with network access"
+    )
 
 
 def offline_copy(offline, split: str) -> str | None:
