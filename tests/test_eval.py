@@ -97,18 +97,20 @@ def test_bad_eval_settings_name_the_key(tmp_path, overrides, key):
         eval_cfg(tmp_path, *overrides)
 
 
-def test_vllm_backend_without_vllm_is_a_clear_error(tmp_path):
+def test_vllm_backend_without_vllm_is_a_clear_error(tmp_path, monkeypatch):
     import importlib.util
 
     from r1exp.config.plan import make_plan
     from r1exp.launch.preflight import preflight
 
     with pytest.raises(ConfigError, match="eval.backend=vllm"):
-        eval_cfg(tmp_path, "eval.backend=vllm")  # the cpu profile has no vLLM build
+        eval_cfg(tmp_path, "eval.backend=vllm", "hardware=metax-c500")  # it has no vLLM build
     cfg = eval_cfg(tmp_path, "eval.backend=vllm", "hardware=1xh100")
-    if importlib.util.find_spec("vllm") is None:
-        with pytest.raises(ConfigError, match="vLLM is not installed"):
-            preflight(cfg, make_plan(cfg))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "vllm" else real_find_spec(name, *a))
+    with pytest.raises(ConfigError, match="vLLM is not installed"):
+        preflight(cfg, make_plan(cfg))
 
 
 def test_benchmark_specs_reuse_the_dataset_configs(tmp_path):
