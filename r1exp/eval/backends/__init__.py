@@ -2,7 +2,8 @@
 
 Generators (transformers, vllm) only turn token prompts into completions; the runner renders
 prompts, scores with r1exp.rewards and writes the outputs, so both score identically. Peers
-(lighteval) run a whole evaluation with another tool, to compare against.
+(lighteval) generate and score with another tool, from the problems the runner loaded, and hand
+back per-sample records that the runner writes and summarizes as it does its own.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ GENERATORS = {
     "transformers": "r1exp.eval.backends.hf:TransformersGenerator",
     "vllm": "r1exp.eval.backends.vllm:VLLMGenerator",
 }
-# name -> module with `check(cfg, benchmarks)` and `evaluate(cfg, model_cfg, benchmarks, out_dir)`.
+# name -> module with `check(cfg, benchmarks)` and
+# `evaluate(cfg, model_cfg, problems: {benchmark: [Problem]}, out_dir) -> base.PeerReport`.
 PEERS = {
     "lighteval": "r1exp.eval.backends.lighteval",
 }
