@@ -76,7 +76,6 @@ def sample_records(task: dict, details: list, metric, eos_ids: set[int]) -> list
                 "sample": index, "completion": response.text[index], "score": float(score),
                 "extracted": found.get("extracted_predictions", []),
                 "gold_extracted": found.get("extracted_golds", []),
-                "lighteval_problem_score": float(next(iter(detail.metric.values()))),
                 "new_tokens": new_tokens, "stopped": stopped,
             })
     return records
