@@ -31,3 +31,21 @@ def test_the_quickstart_keeps_one_checkpoint_while_it_runs_and_none_once_done():
         full_run = compose(config_name="config", overrides=["~experiment"]).train
     assert (quickstart.save_total_limit, quickstart.keep_checkpoints) == (1, False)
     assert full_run.keep_checkpoints is True
+
+
+def test_no_checkpoint_is_written_at_the_last_step_only_to_be_deleted():
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from r1exp.stages.training import checkpoint_callbacks
+
+    def cfg(keep: bool):
+        return SimpleNamespace(train=SimpleNamespace(keep_checkpoints=keep))
+
+    assert checkpoint_callbacks(cfg(True)) == []
+    (callback,) = checkpoint_callbacks(cfg(False))
+    for step, saved in ((6, True), (12, False)):
+        control = TrainerControl(should_save=True)
+        callback.on_step_end(None, SimpleNamespace(global_step=step, max_steps=12), control)
+        assert control.should_save is saved

@@ -28,6 +28,7 @@ def run(cfg) -> dict[str, float]:
     from r1exp.perf import accelerate_trainer
     from r1exp.rewards import RewardHealthCallback, build_reward_functions
     from r1exp.stages.training import (
+        checkpoint_callbacks,
         checkpoint_to_resume,
         evaluate_trained_model,
         final_metrics,
@@ -58,6 +59,7 @@ def run(cfg) -> dict[str, float]:
             RewardHealthCallback(),  # first: it adds the scorer's counters to the logs MLflow gets
             MlflowMetricsCallback(resuming=checkpoint is not None),
             CompletionTableCallback(every_steps=cfg.grpo.log_completions_steps),
+            *checkpoint_callbacks(cfg),
         ],
     )
     accelerate_trainer(trainer, cfg)  # the profile's speed levers TRL has no argument for

@@ -54,6 +54,7 @@ def run(cfg) -> dict[str, float]:
     from r1exp.data.loading import load_train_eval
     from r1exp.models.loading import load_tokenizer, resolve_model_dir
     from r1exp.stages.training import (
+        checkpoint_callbacks,
         checkpoint_to_resume,
         evaluate_trained_model,
         final_metrics,
@@ -103,7 +104,8 @@ def run(cfg) -> dict[str, float]:
         eval_dataset=evaluation,
         processing_class=tokenizer,
         peft_config=lora,
-        callbacks=[MlflowMetricsCallback(resuming=checkpoint is not None)],
+        callbacks=[MlflowMetricsCallback(resuming=checkpoint is not None),
+                   *checkpoint_callbacks(cfg)],
     )
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = final_metrics(trainer, result)

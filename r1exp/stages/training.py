@@ -117,6 +117,23 @@ def save_final(trainer, tokenizer, cfg) -> Path:
     return out
 
 
+def checkpoint_callbacks(cfg) -> list:
+    """With train.keep_checkpoints=false, no checkpoint at the last step: the final model saved
+    right after it is all that stays, and writing 3x its size only to delete it costs time and
+    disk. A crash between the two resumes from the checkpoint before."""
+    if cfg.train.keep_checkpoints:
+        return []
+    from transformers import TrainerCallback
+
+    class NoCheckpointAtTheEnd(TrainerCallback):
+        # After transformers' DefaultFlowCallback, which asks for a save at the last step.
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:
+                control.should_save = False
+
+    return [NoCheckpointAtTheEnd()]
+
+
 def drop_checkpoints(run_dir: Path) -> None:
     """Delete the trainer checkpoints the saved final model supersedes; keep the rest of
     checkpoints/ (TRL's completions tables live there)."""
