@@ -171,18 +171,25 @@ class EchoGenerator:
         pass
 
 
-def test_an_interrupted_eval_resumes_without_regenerating(tmp_path, monkeypatch, shared_data):
+def echo_eval(tmp_path, monkeypatch, shared_data, problems: int):
+    """An eval of the first `problems` GSM8K problems, 2 samples each, by EchoGenerator."""
     from r1exp.eval import runner
     from r1exp.models import loading
 
-    rows = (shared_data / "gsm8k_test.jsonl").read_text().splitlines()[:5]
-    local = tmp_path / "gsm8k5.jsonl"
+    rows = (shared_data / "gsm8k_test.jsonl").read_text().splitlines()[:problems]
+    local = tmp_path / f"gsm8k{problems}.jsonl"
     local.write_text("\n".join(rows) + "\n")
     monkeypatch.setattr(loading, "load_tokenizer", lambda *a, **k: FakeTokenizer())
     monkeypatch.setattr(loading, "resolve_model_dir", lambda *a, **k: "fake-model")
     monkeypatch.setattr(runner, "load", lambda target: EchoGenerator)
-    cfg = eval_cfg(tmp_path, "eval.benchmarks=[gsm8k]", "eval.num_samples=2",
-                   "benchmark.gsm8k.source=local", f"benchmark.gsm8k.path={local}")
+    return eval_cfg(tmp_path, "eval.benchmarks=[gsm8k]", "eval.num_samples=2",
+                    "benchmark.gsm8k.source=local", f"benchmark.gsm8k.path={local}")
+
+
+def test_an_interrupted_eval_resumes_without_regenerating(tmp_path, monkeypatch, shared_data):
+    from r1exp.eval import runner
+
+    cfg = echo_eval(tmp_path, monkeypatch, shared_data, problems=5)
 
     EchoGenerator.generated = []
     first = runner.evaluate_model(cfg)
@@ -215,16 +222,8 @@ def test_an_interrupted_eval_resumes_without_regenerating(tmp_path, monkeypatch,
 def test_an_eval_shows_a_bar_over_generating_and_scoring(tmp_path, monkeypatch, shared_data,
                                                          capfd):
     from r1exp.eval import runner
-    from r1exp.models import loading
 
-    rows = (shared_data / "gsm8k_test.jsonl").read_text().splitlines()[:3]
-    local = tmp_path / "gsm8k3.jsonl"
-    local.write_text("\n".join(rows) + "\n")
-    monkeypatch.setattr(loading, "load_tokenizer", lambda *a, **k: FakeTokenizer())
-    monkeypatch.setattr(loading, "resolve_model_dir", lambda *a, **k: "fake-model")
-    monkeypatch.setattr(runner, "load", lambda target: EchoGenerator)
-    cfg = eval_cfg(tmp_path, "eval.benchmarks=[gsm8k]", "eval.num_samples=2",
-                   "benchmark.gsm8k.source=local", f"benchmark.gsm8k.path={local}")
+    cfg = echo_eval(tmp_path, monkeypatch, shared_data, problems=3)
     runner.evaluate_model(cfg)
     bar = capfd.readouterr().err
     assert "eval gsm8k: 100%" in bar and "6/6" in bar and "correct 6" in bar
