@@ -67,7 +67,7 @@ def test_a_vllm_server_that_dies_mid_run_stops_the_workers_and_names_its_log(tmp
     started = time.monotonic()
     with pytest.raises(ServerFailed, match=f"exited with status 0 while the workers trained; "
                                            f"its log: {log}"):
-        _start_and_wait(plan, {}, watch=server.check_alive)
+        _start_and_wait(plan, {}, tmp_path / "worker.log", watch=server.check_alive)
     assert time.monotonic() - started < 60  # the worker was stopped, not waited for
 
 

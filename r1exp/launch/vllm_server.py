@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from r1exp.launch.processes import free_port, stop, wait_until_serving
-from r1exp.launch.vllm_cli import VLLM_CLI, needs_shim
+from r1exp.launch.vllm_cli import command
+from r1exp.models.loading import TORCH_DTYPES
 
 SERVER_URL_ENV = "R1EXP_VLLM_SERVER_URL"
 GROUP_PORT_ENV = "R1EXP_VLLM_GROUP_PORT"
 LOG_FILE = "vllm_server.log"
-VLLM_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 class ServerFailed(RuntimeError):
@@ -58,13 +58,12 @@ def server_command(model_dir: str, cfg, port: int) -> list[str]:
         model=model_dir, revision=cfg.model.revision, host="127.0.0.1", port=port,
         tensor_parallel_size=v.server_devices or 1,
         gpu_memory_utilization=v.gpu_memory_utilization,
-        dtype=VLLM_DTYPES[cfg.hardware.dtype], enforce_eager=v.enforce_eager,
+        dtype=TORCH_DTYPES[cfg.hardware.dtype],  # vLLM names dtypes as torch does
+        enforce_eager=v.enforce_eager,
         trust_remote_code=cfg.model.trust_remote_code, log_level="warning",
     )
-    command = build_command(args)
-    if needs_shim():  # vLLM's CPU build: see r1exp/launch/vllm_cli.py
-        command[command.index(VLLM_CLI)] = "r1exp.launch.vllm_cli"
-    return command
+    built = build_command(args)  # [python, -m, vllm's CLI, serve, ...]
+    return command(*built[built.index("serve"):])  # through the shim where the build needs it
 
 
 @dataclass

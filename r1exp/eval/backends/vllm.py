@@ -20,7 +20,6 @@ from r1exp.eval.backends.base import Completion, Request, Sampling
 # Requests per LLM.generate call: vLLM schedules within a call; between calls the runner saves
 # finished samples, so an interruption loses at most one chunk.
 CHUNK = 1024
-VLLM_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 class VLLMGenerator:
@@ -34,7 +33,7 @@ class VLLMGenerator:
             _claim_gpus(int(os.environ.get("LOCAL_RANK", "0")), v.tensor_parallel_size)
         from vllm import LLM
 
-        from r1exp.models.loading import resolve_model_dir
+        from r1exp.models.loading import TORCH_DTYPES, resolve_model_dir
 
         model_dir = resolve_model_dir(model_cfg, cfg.paths.cache_dir)
         llm = LLM(
@@ -42,7 +41,7 @@ class VLLMGenerator:
             tokenizer=model_dir,
             revision=model_cfg.revision,
             trust_remote_code=model_cfg.trust_remote_code,
-            dtype=VLLM_DTYPES[cfg.hardware.dtype],
+            dtype=TORCH_DTYPES[cfg.hardware.dtype],  # vLLM names dtypes as torch does
             tensor_parallel_size=v.tensor_parallel_size,
             gpu_memory_utilization=v.gpu_memory_utilization,
             max_model_len=v.max_model_len,
