@@ -172,7 +172,6 @@ class OpenAIEngine:
             return
         from r1exp.generation.client import ChatRequest, iterate_in_background
 
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # not one INFO line per request
         g = self.cfg.generate
         requests = [ChatRequest(job.key, job.messages, int(g.max_new_tokens), float(g.temperature),
                                 float(g.top_p), seed=sample_seed(int(self.cfg.seed), job.key))
