@@ -25,6 +25,7 @@ def main(cfg: DictConfig) -> dict | None:
 
     from r1exp.config.recipe import announce
     from r1exp.launch.controller import WorkerFailed, config_error_exit, control
+    from r1exp.launch.vllm_server import ServerFailed
 
     runtime = HydraConfig.get()
     tags = {f"choice.{group}": str(option) for group, option in runtime.runtime.choices.items()
@@ -42,6 +43,9 @@ def main(cfg: DictConfig) -> dict | None:
     except WorkerFailed as err:  # the worker printed its error, the summary says the rest
         print(f"r1exp: {err}", file=sys.stderr)
         sys.exit(err.returncode)
+    except ServerFailed as err:  # the message names the server's log; no traceback adds to it
+        print(f"r1exp: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
