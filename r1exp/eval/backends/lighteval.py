@@ -110,7 +110,7 @@ def evaluate(cfg, model_cfg, problems: dict, out_dir: Path) -> PeerReport:
         raise LightevalFailed(
             f"lighteval exited with status {returncode}; its log is {work / LOG_FILE}, which "
             f"ends:\n{_tail(work / LOG_FILE)}")
-    return _report(cfg, problems, tasks, work, str(model_source), engine, status.versions)
+    return _report(problems, tasks, work, str(model_source), engine, status.versions)
 
 
 def _engine(cfg, has_vllm: bool) -> str:
@@ -195,8 +195,8 @@ def _tail(path: Path) -> str:
     return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-TAIL_LINES:])
 
 
-def _report(cfg, problems: dict, tasks: list[dict], work: Path, model: str, engine: str,
-            versions: dict) -> PeerReport:
+def _report(problems: dict, tasks: list[dict], work: Path, model: str, engine: str,
+             versions: dict) -> PeerReport:
     lines = (work / "samples.jsonl").read_text(encoding="utf-8").splitlines()
     by_benchmark = defaultdict(list)
     for line in lines:
