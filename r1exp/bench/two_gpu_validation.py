@@ -262,7 +262,7 @@ def build_model(model_dir: Path, tokenizer_dir: Path, shape: dict) -> tuple[int,
 
 # --- running and reading --------------------------------------------------------------------
 
-def run_one(run: Run, args_list: list[str], env: dict, log_path: Path, limit_s: float) -> dict:
+def run_one(args_list: list[str], env: dict, log_path: Path, limit_s: float) -> dict:
     """One `python -m r1exp …` in its own process group, killed whole if it outlives limit_s."""
     start = time.perf_counter()
     with open(log_path, "w") as log:
@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             stale.unlink()
         cli = [*overrides(run, model_dir, shape, vocab, params, args.cpu, run_dir), *args.override]
         print(f"[{time.perf_counter() - started:6.1f}s] {run.name}: starting", flush=True)
-        run.result = run_one(run, cli, {**env, "R1EXP_PROBE_RUN": run.name},
+        run.result = run_one(cli, {**env, "R1EXP_PROBE_RUN": run.name},
                              logs / f"{run.name}.log", min(left, args.run_limit_s))
         run.result.update(read_results(run, run_dir, probe_dir))
         print(f"[{time.perf_counter() - started:6.1f}s] {run.name}: exit "

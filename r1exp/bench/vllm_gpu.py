@@ -170,7 +170,7 @@ def main() -> None:
 
     if "eval" in parts:
         run_dir, outcome = run("eval", [
-            "stage=eval", "hardware=1xh100", "eval.backend=vllm", "'eval.benchmarks=[math500]'",
+            "stage=eval", "hardware=1xh100", "eval.backend=vllm", "eval.benchmarks=[math500]",
             "eval.greedy=true", f"eval.max_new_tokens={EVAL_TOKENS}", f"eval.limit={EVAL_PROBLEMS}",
         ], one_gpu)
         results["eval"] = stage_result(run_dir, outcome, "eval")
@@ -208,10 +208,8 @@ def main() -> None:
 
 
 def run_one_logged(name: str, argv: list[str], env: dict, log: Path, limit_s: float) -> dict:
-    from r1exp.bench.two_gpu_validation import Run
-
     started = time.perf_counter()
-    outcome = run_one(Run(name, "", 1, "none"), [a.strip("'") for a in argv], env, log, limit_s)
+    outcome = run_one(argv, env, log, limit_s)
     print(f"    {name}: exit {outcome['returncode']} after {time.perf_counter() - started:.0f} s",
           flush=True)
     return outcome

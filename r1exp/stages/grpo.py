@@ -122,8 +122,9 @@ def generation_backend_arguments(cfg) -> dict:
             raise RuntimeError(f"vLLM server mode but {SERVER_URL_ENV} is unset: the controller "
                                "starts the server and exports its address")
         args["vllm_server_base_url"] = url
-        if group_port_from_env() is not None:  # a free port, so parallel runs do not collide
-            args["vllm_group_port"] = group_port_from_env()
+        group_port = group_port_from_env()
+        if group_port is not None:  # a free port, so parallel runs do not collide
+            args["vllm_group_port"] = group_port
     return args
 
 
