@@ -23,13 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from r1exp.bench.two_gpu_validation import NO_MULTICAST, OFFLINE, REPO_ROOT, build_model, run_one
+from r1exp.bench.multi_gpu_validation import (
+    CHECK_LINE, NO_MULTICAST, OFFLINE, REPO_ROOT, VLLM_OFFLINE, build_model, run_one,
+)
 from r1exp.resources import CONF_DIR
 
 PARTS = ("eval", "generate", "colocate", "server")
@@ -77,10 +78,6 @@ def grpo_overrides(server: bool) -> list[str]:
             "hardware.per_device_train_batch_size=16", "train.global_batch_size=16",
             "train.save_steps=1000", "grpo.num_generations=8", "grpo.max_completion_length=256",
             "reward=[format,repetition_penalty]", "reward.repetition_penalty.ngram_size=1"]
-
-
-CHECK_LINE = re.compile(r"policy check at step (\d+): log-prob gap to the trainer (\S+), "
-                        r"change since the start (\S+)")
 
 
 def grpo_result(run_dir: Path, outcome: dict, log: Path) -> dict:
@@ -154,8 +151,7 @@ def main() -> None:
     args = parser.parse_args()
     parts = args.parts.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **NO_MULTICAST, **OFFLINE, "VLLM_USE_FLASHINFER_SAMPLER": "0",
-           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **NO_MULTICAST, **OFFLINE, **VLLM_OFFLINE, "PYTHONUNBUFFERED": "1"}
     one_gpu = {**env, "CUDA_VISIBLE_DEVICES": "0"}
     model_dir = args.out / "model"
     vocab, params = build_model(model_dir, CARRIED / "tokenizer", SHAPE)

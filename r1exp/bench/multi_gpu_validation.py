@@ -1,21 +1,30 @@
-"""Two-GPU validation: r1exp's real multi-process path against one process, same global batch.
+"""Multi-GPU validation: r1exp's real multi-process paths against one process, same global batch.
 
-    python -m r1exp.bench.two_gpu_validation --out /tmp/r1exp-2gpu     # 2 GPUs (~4 min)
-    python -m r1exp.bench.two_gpu_validation --cpu --out /tmp/r1exp-2cpu   # 2 gloo ranks, tiny
+    python -m r1exp.bench.multi_gpu_validation --out /tmp/r1exp-2gpu            # 2 GPUs (~4 min)
+    python -m r1exp.bench.multi_gpu_validation --gpus 4 --out /tmp/r1exp-4gpu   # 4 GPUs
+    python -m r1exp.bench.multi_gpu_validation --cpu --out /tmp/r1exp-2cpu      # 2 gloo ranks
 
 Every run is the `r1exp` CLI in a subprocess, so the controller starts the workers as users get
 them: `python -m r1exp.launch.worker` for one process, `accelerate launch --config_file
-launchers/accelerate/<ddp|zero2|zero3>.yaml --num_processes 2 …` for two. Runs:
+launchers/accelerate/<ddp|zero2|zero3>.yaml --num_processes N …` for N. Runs (N = --gpus):
 
-- sft-1p (reference), sft-ddp, sft-zero2, sft-zero3: SFT on generated arithmetic, same seed,
-  global batch and per-device batch, so each optimizer step sees the same micro-batches (one
-  process accumulates 4 of them, two processes 2 each);
-- grpo-ddp, grpo-1p: GRPO with transformers generation.
+- sft-1p (reference), sft-ddp, sft-zero2, sft-zero3: SFT on generated arithmetic on N ranks,
+  same seed, global batch and per-device batch, so each optimizer step sees the same
+  micro-batches (global batch 32 of 8 per device: one process accumulates 4 micro-batches,
+  each of N ranks 4/N);
+- sft-2nodes: sft-ddp's run as a two-node Slurm job simulated on this host: two controllers, each
+  seeing N/2 GPUs and the environment submitit gives the tasks of a `--nodes 2
+  --ntasks-per-node 1` job, meet through r1exp's multi-node launch path (rendezvous from that
+  environment, `accelerate launch --machine_rank ...`); compared with sft-ddp;
+- grpo-ddp, grpo-1p: GRPO with transformers generation;
+- grpo-server: GRPO in the `8xh100` layout on N GPUs: N-1 training ranks (ZeRO-2) and one GPU
+  for the vLLM server the controller starts, weights pushed over NCCL, the policy check
+  (`grpo.vllm_sync_check_steps`) every 2 steps. Needs vLLM (docs/vllm.md says how it travels).
 
 The model is a random-weight Qwen2 built here from a config (no hub on the GPU machines), with
-SmolLM2's tokenizer (carried in `.gpu_val/tokenizer`); speed and the loss comparison do not
-depend on the weights' values. Logging is `logger=none` (MLflow does not travel to the GPU
-machines); losses come from `<run_dir>/model/trainer_state.json`, which rank 0 writes.
+SmolLM2's tokenizer (`--tokenizer`); speed and the loss comparison do not depend on the
+weights' values. Logging is `logger=none` (MLflow does not travel to the GPU machines); losses
+come from `<run_dir>/model/trainer_state.json`, which rank 0 writes.
 
 Step time and peak memory per rank are measured from outside the product code: a
 `sitecustomize` on the workers' PYTHONPATH (written into the work dir, active only where
@@ -39,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -50,6 +60,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# r1exp.stages.vllm_policy's log line for `grpo.vllm_sync_check_steps`
+CHECK_LINE = re.compile(r"policy check at step (\d+): log-prob gap to the trainer (\S+), "
+                        r"change since the start (\S+)")
 DEFAULT_TOKENIZER = REPO_ROOT / ".gpu_val" / "tokenizer"
 FIRST_LOSS_RTOL = 1e-3   # same weights and batches; only summation order differs
 CURVE_RTOL = 2e-2        # a few bf16 roundings (2**-8 each) of gradients and updates, compounded
@@ -57,6 +70,8 @@ CURVE_RTOL = 2e-2        # a few bf16 roundings (2**-8 each) of gradients and up
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
                 "NVSHMEM_DISABLE_NVLS": "1"}
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+# The GPU bundle has no flashinfer (the engine dies at start without this), and no network.
+VLLM_OFFLINE = {"VLLM_USE_FLASHINFER_SAMPLER": "0", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 
 # Model shapes: GPU (~47M parameters), CPU (tiny, only the logic). Vocabulary = the tokenizer's.
 GPU_SHAPE = {"hidden_size": 512, "num_layers": 8, "num_attention_heads": 8, "num_kv_heads": 2,
@@ -69,21 +84,30 @@ CPU_SHAPE = {"hidden_size": 64, "num_layers": 2, "num_attention_heads": 4, "num_
 class Run:
     name: str
     stage: str
-    processes: int
+    processes: int                     # training ranks plus any GPU the vLLM server takes
     distributed: str
-    reference: str | None = None       # the one-process run its losses are compared with
+    reference: str | None = None       # the run its losses are compared with
     exact: bool = True                 # whether the losses are expected to agree
+    nodes: int = 1                     # >1: simulated Slurm nodes on this host
+    vllm_server: bool = False          # one of the devices serves generation
     result: dict = field(default_factory=dict)
 
 
-RUNS = [  # in the order they run: a time budget cuts the tail, so the important ones go first
-    Run("sft-1p", "sft", 1, "none"),
-    Run("grpo-ddp", "grpo", 2, "ddp", reference="grpo-1p", exact=False),
-    Run("sft-zero2", "sft", 2, "zero2", reference="sft-1p"),
-    Run("sft-zero3", "sft", 2, "zero3", reference="sft-1p"),
-    Run("sft-ddp", "sft", 2, "ddp", reference="sft-1p"),
-    Run("grpo-1p", "grpo", 1, "none"),
-]
+def runs_for(gpus: int) -> list[Run]:
+    """In the order they run by default: a time budget cuts the tail."""
+    runs = [
+        Run("sft-1p", "sft", 1, "none"),
+        Run("grpo-ddp", "grpo", gpus, "ddp", reference="grpo-1p", exact=False),
+        Run("sft-zero2", "sft", gpus, "zero2", reference="sft-1p"),
+        Run("sft-zero3", "sft", gpus, "zero3", reference="sft-1p"),
+        Run("sft-ddp", "sft", gpus, "ddp", reference="sft-1p"),
+        Run("grpo-1p", "grpo", 1, "none"),
+    ]
+    if gpus % 2 == 0:
+        runs.append(Run("sft-2nodes", "sft", gpus, "ddp", reference="sft-ddp", nodes=2))
+    if gpus >= 2:
+        runs.append(Run("grpo-server", "grpo", gpus, "zero2", exact=False, vllm_server=True))
+    return runs
 
 
 def overrides(run: Run, model_dir: Path, shape: dict, vocab: int, params: float, cpu: bool,
@@ -93,10 +117,14 @@ def overrides(run: Run, model_dir: Path, shape: dict, vocab: int, params: float,
         "model=qwen2.5-0.5b-instruct", f"model.path={model_dir}", f"model.num_parameters={params}",
         *[f"model.architecture.{k}={v}" for k, v in shape.items()],
         f"model.architecture.vocab_size={vocab}",
-        "hardware=cpu" if cpu else "hardware=1xh100",
-        f"hardware.devices_per_node={run.processes}", f"hardware.distributed={run.distributed}",
         "logger=none", "seed=42", f"hydra.run.dir={run_dir}",
     ]
+    if run.vllm_server:
+        return [*common, *grpo_server_overrides(run)]
+    common += ["hardware=cpu" if cpu else "hardware=1xh100",
+               f"hardware.num_nodes={run.nodes}",
+               f"hardware.devices_per_node={run.processes // run.nodes}",
+               f"hardware.distributed={run.distributed}"]
     if run.stage == "sft":
         return [*common, "experiment=smoke-sft",
                 # the smoke recipe holds out 8 rows for eval; no eval here, the whole train split
@@ -106,11 +134,7 @@ def overrides(run: Run, model_dir: Path, shape: dict, vocab: int, params: float,
                    "train.max_steps=3", "train.save_steps=3"] if cpu else
                   ["hardware.per_device_train_batch_size=8", "train.global_batch_size=32",
                    "train.max_steps=10", "train.save_steps=10"])]
-    # Rewards that need no math-verify (not on the GPU machines). A random-weight model never
-    # writes the format, but its word-level repetition (n-grams of 1) varies between
-    # completions, so advantages, and so gradients, are not all zero.
-    return [*common, "stage=grpo", "reward=[format,repetition_penalty]",
-            "reward.repetition_penalty.ngram_size=1",
+    return [*common, "stage=grpo", *GRPO_REWARDS,
             *(["hardware.per_device_train_batch_size=2", "train.global_batch_size=8",
                "grpo.num_generations=4", "grpo.max_completion_length=8",
                "train.max_steps=2", "train.save_steps=2"] if cpu else
@@ -119,6 +143,28 @@ def overrides(run: Run, model_dir: Path, shape: dict, vocab: int, params: float,
                "hardware.per_device_train_batch_size=8", "train.global_batch_size=32",
                "grpo.num_generations=8", "grpo.max_completion_length=64",
                "train.max_steps=5", "train.save_steps=5"])]
+
+
+# Rewards that need no math-verify (not on the GPU machines). A random-weight model never
+# writes the format, but its word-level repetition (n-grams of 1) varies between completions,
+# so advantages, and so gradients, are not all zero.
+GRPO_REWARDS = ("reward=[format,repetition_penalty]", "reward.repetition_penalty.ngram_size=1")
+
+
+def grpo_server_overrides(run: Run) -> list[str]:
+    """The 8xh100 profile's GRPO layout (ZeRO-2 ranks + one vLLM server GPU) on run.processes
+    GPUs: the global batch is 8 completions per training rank."""
+    ranks = run.processes - 1
+    return ["stage=grpo", *GRPO_REWARDS, "hardware=8xh100",
+            f"hardware.devices_per_node={run.processes}",
+            f"hardware.distributed={run.distributed}",
+            "hardware.vllm.gpu_memory_utilization=0.5",
+            # Liger's fused GRPO loss is not what this run checks; the vLLM bench runs without it
+            "hardware.perf.liger_kernel=false",
+            "hardware.per_device_train_batch_size=8", f"train.global_batch_size={8 * ranks}",
+            "grpo.num_generations=8", "grpo.max_completion_length=128",
+            "train.learning_rate=1e-4", "train.max_steps=10", "train.save_steps=10",
+            "grpo.vllm_sync_check_steps=2"]
 
 
 # --- the per-rank probe ---------------------------------------------------------------------
@@ -264,30 +310,77 @@ def build_model(model_dir: Path, tokenizer_dir: Path, shape: dict) -> tuple[int,
 
 def run_one(args_list: list[str], env: dict, log_path: Path, limit_s: float) -> dict:
     """One `python -m r1exp …` in its own process group, killed whole if it outlives limit_s."""
+    return run_together([(args_list, env, log_path)], limit_s)
+
+
+def run_together(commands: list[tuple[list[str], dict, Path]], limit_s: float) -> dict:
+    """Several `python -m r1exp …` at once (the nodes of one job), each in its own process
+    group; all are killed with every rank they started if they outlive limit_s together.
+    The return code is the first non-zero one."""
     start = time.perf_counter()
-    with open(log_path, "w") as log:
-        log.write("$ python -m r1exp " + " ".join(args_list) + "\n")
-        log.flush()
-        proc = subprocess.Popen([sys.executable, "-m", "r1exp", *args_list], cwd=REPO_ROOT,
-                                env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            returncode = proc.wait(timeout=limit_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the controller and every rank it started
-            proc.wait()
-            returncode = "timeout"
-    return {"returncode": returncode, "wall_s": time.perf_counter() - start}
+    procs, logs = [], []
+    try:
+        for args_list, env, log_path in commands:
+            log = open(log_path, "w")
+            logs.append(log)
+            log.write("$ python -m r1exp " + " ".join(args_list) + "\n")
+            log.flush()
+            procs.append(subprocess.Popen([sys.executable, "-m", "r1exp", *args_list],
+                                          cwd=REPO_ROOT, env=env, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+        codes = []
+        for proc in procs:
+            try:
+                codes.append(proc.wait(timeout=max(limit_s - (time.perf_counter() - start), 0)))
+            except subprocess.TimeoutExpired:
+                for other in procs:
+                    if other.poll() is None:
+                        os.killpg(other.pid, signal.SIGKILL)
+                    other.wait()
+                return {"returncode": "timeout", "wall_s": time.perf_counter() - start}
+    finally:
+        for log in logs:
+            log.close()
+    return {"returncode": next((c for c in codes if c != 0), 0),
+            "wall_s": time.perf_counter() - start}
 
 
-def read_results(run: Run, run_dir: Path, probe_dir: Path) -> dict:
+def node_commands(run: Run, cli: list[str], env: dict, logs: Path, cpu: bool,
+                  job_id: str = "4242") -> list[tuple[list[str], dict, Path]]:
+    """One controller per simulated node, with what Slurm and submitit give the tasks of a
+    `--nodes N --ntasks-per-node 1` job (every node is this host) and its share of the GPUs."""
+    if run.nodes == 1:
+        return [(cli, env, logs / f"{run.name}.log")]
+    per_node = run.processes // run.nodes
+    hosts = ",".join(["localhost"] * run.nodes)
+    commands = []
+    for node in range(run.nodes):
+        task = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": job_id, "SLURM_JOBID": job_id,
+                "SLURM_JOB_NODELIST": hosts, "SLURM_NODELIST": hosts,
+                "SLURM_JOB_NUM_NODES": str(run.nodes), "SLURM_NNODES": str(run.nodes),
+                "SLURM_NTASKS": str(run.nodes), "SLURM_NPROCS": str(run.nodes),
+                "SLURM_NTASKS_PER_NODE": "1", "SLURM_NODEID": str(node),
+                "SLURM_PROCID": str(node), "SLURM_LOCALID": "0"}
+        if not cpu:
+            task["CUDA_VISIBLE_DEVICES"] = ",".join(
+                str(gpu) for gpu in range(node * per_node, (node + 1) * per_node))
+        name = f"{run.name}.log" if node == 0 else f"{run.name}.node{node}.log"
+        commands.append((cli, {**env, **task}, logs / name))
+    return commands
+
+
+def read_results(run: Run, run_dir: Path, probe_dir: Path, log_path: Path) -> dict:
     state_file = run_dir / "model" / "trainer_state.json"
     history = json.loads(state_file.read_text())["log_history"] if state_file.is_file() else []
     losses = {e["step"]: e["loss"] for e in history if "loss" in e}
     ranks = sorted((json.loads(p.read_text()) for p in probe_dir.glob(f"{run.name}-rank*.json")),
                    key=lambda r: r["rank"])
     metrics_file = run_dir / "metrics.json"
+    log = log_path.read_text(errors="replace") if log_path.is_file() else ""
     return {
+        # logger=none: the policy checks' metrics reach MLflow only; their lines are in the log
+        "sync_checks": [{"step": int(m[1]), "gap": float(m[2]), "change": float(m[3])}
+                        for m in CHECK_LINE.finditer(log)],
         "losses": losses,
         "loss_points": sum(1 for e in history if "loss" in e),
         "rewards": {e["step"]: e["reward"] for e in history if "reward" in e},
@@ -367,6 +460,11 @@ def table(runs: list[Run], device: str) -> str:
                    f"| {p['total_s']:.2f} |"
                    for run in runs for rank in run.result.get("ranks", [])
                    for name, p in rank.get("phases", {}).items()]
+    check_lines = [f"| {run.name} | {c['step']} | {c['gap']:.2e} | {c['change']:.2e} |"
+                   for run in runs for c in run.result.get("sync_checks", [])]
+    if check_lines:
+        lines += ["", "| run | vLLM policy check at step | log-prob gap to the trainer "
+                  "| change since the start |", "|---|---|---|---|", *check_lines]
     if phase_lines:
         lines += ["", "| run | rank | GRPO phase | calls | median (s) | total (s) |",
                   "|---|---|---|---|---|---|", *phase_lines]
@@ -391,7 +489,7 @@ def versions() -> dict:
 
     found = {}
     for name in ("torch", "transformers", "trl", "accelerate", "datasets", "deepspeed",
-                 "liger-kernel", "hydra-core"):
+                 "liger-kernel", "hydra-core", "vllm"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
@@ -402,9 +500,11 @@ def versions() -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/r1exp-2gpu"))
-    parser.add_argument("--cpu", action="store_true", help="2 gloo ranks and a tiny model")
+    parser.add_argument("--cpu", action="store_true", help="gloo ranks and a tiny model")
+    parser.add_argument("--gpus", type=int, default=2,
+                        help="devices of the multi-process runs (CPU: gloo ranks)")
     parser.add_argument("--runs", default=None, help="comma-separated, run in this order: "
-                        + ", ".join(r.name for r in RUNS))
+                        + ", ".join(r.name for r in runs_for(4)))
     parser.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)
     parser.add_argument("--budget-s", type=float, default=400.0, help="for all runs together")
     parser.add_argument("--run-limit-s", type=float, default=150.0, help="for any one run")
@@ -419,12 +519,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="copy results.json, table.md and logs.tgz here")
     args = parser.parse_args(argv)
 
-    default = [r.name for r in RUNS if not (args.cpu and r.distributed.startswith("zero"))]
+    known = runs_for(args.gpus)
+    # On CPU: no ZeRO (validation refuses bf16 there) and no vLLM server (its weight sync is NCCL)
+    default = [r.name for r in known
+               if not (args.cpu and (r.distributed.startswith("zero") or r.vllm_server))]
     wanted = args.runs.split(",") if args.runs else default
-    unknown = set(wanted) - {r.name for r in RUNS}
+    unknown = set(wanted) - {r.name for r in known}
     if unknown:
-        parser.error(f"unknown runs {sorted(unknown)}; choose from {[r.name for r in RUNS]}")
-    runs = [next(r for r in RUNS if r.name == name) for name in wanted]  # in the order given
+        parser.error(f"unknown runs {sorted(unknown)}; choose from {[r.name for r in known]}")
+    runs = [next(r for r in known if r.name == name) for name in wanted]  # in the order given
 
     started = time.perf_counter()
     work = args.out.resolve()
@@ -437,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     vocab, params = build_model(model_dir, args.tokenizer, shape)
     print(f"model: random Qwen2 {shape}, vocab {vocab}, {params / 1e6:.1f}M parameters", flush=True)
 
-    env = {**os.environ, **NO_MULTICAST, **OFFLINE, "PYTHONUNBUFFERED": "1",
+    env = {**os.environ, **NO_MULTICAST, **OFFLINE, **VLLM_OFFLINE, "PYTHONUNBUFFERED": "1",
            "R1EXP_PROBE_DIR": str(probe_dir), "R1EXP_CACHE_DIR": str(work / "cache"),
            "R1EXP_PROBE_BLOCK": args.block_imports,
            "PYTHONPATH": os.pathsep.join(p for p in (str(probe_dir), str(REPO_ROOT),
@@ -454,9 +557,9 @@ def main(argv: list[str] | None = None) -> int:
             stale.unlink()
         cli = [*overrides(run, model_dir, shape, vocab, params, args.cpu, run_dir), *args.override]
         print(f"[{time.perf_counter() - started:6.1f}s] {run.name}: starting", flush=True)
-        run.result = run_one(cli, {**env, "R1EXP_PROBE_RUN": run.name},
-                             logs / f"{run.name}.log", min(left, args.run_limit_s))
-        run.result.update(read_results(run, run_dir, probe_dir))
+        commands = node_commands(run, cli, {**env, "R1EXP_PROBE_RUN": run.name}, logs, args.cpu)
+        run.result = run_together(commands, min(left, args.run_limit_s))
+        run.result.update(read_results(run, run_dir, probe_dir, commands[0][2]))
         print(f"[{time.perf_counter() - started:6.1f}s] {run.name}: exit "
               f"{run.result['returncode']}, {run.result['wall_s']:.1f} s, losses "
               f"{[round(v, 4) for v in run.result['losses'].values()]}", flush=True)
