@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from r1exp.errors import ConfigError
 
+# What this stage reads, so what its MLflow params show (r1exp.tracking.params): the benchmarks
+# named by BENCHMARKS_KEY add their specs and the eval section.
+CONFIG_SECTIONS = ("seed", "paths", "model", "hardware", "eval")
+BENCHMARKS_KEY = "eval.benchmarks"
+
 
 def check(cfg) -> None:
     from r1exp.eval import check as check_eval

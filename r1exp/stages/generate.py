@@ -25,6 +25,9 @@ from omegaconf import OmegaConf
 from r1exp.errors import ConfigError
 
 log = logging.getLogger(__name__)
+# What this stage reads, so what its MLflow params show (r1exp.tracking.params).
+CONFIG_SECTIONS = ("seed", "paths", "model", "dataset", "hardware", "generate")
+BENCHMARKS_KEY = None
 LOCK_FILE = ".generate.lock"
 # The dataset keys that decide which problem has which id. Not max_samples (a prefix, like
 # generate.limit) nor offline_path (a copy of the same data); the problem text of every
@@ -174,7 +177,7 @@ def _config_record(cfg) -> dict:
 
 
 def _provenance(cfg, settings: dict) -> dict:
-    from r1exp.tracking.mlflow_run import git_commit
+    from r1exp.tracking.source import git_commit
 
     g = cfg.generate
     return {

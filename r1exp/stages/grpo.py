@@ -10,8 +10,12 @@ from __future__ import annotations
 import logging
 
 from r1exp.config.plan import Plan, make_plan
+from r1exp.stages.training import TRAINING_BENCHMARKS, TRAINING_SECTIONS
 
 log = logging.getLogger(__name__)
+# What this stage reads, so what its MLflow params show (r1exp.tracking.params).
+CONFIG_SECTIONS = TRAINING_SECTIONS + ("grpo", "reward")
+BENCHMARKS_KEY = TRAINING_BENCHMARKS
 
 
 def check(cfg) -> None:

@@ -16,8 +16,12 @@ from pathlib import Path
 
 from r1exp.config.plan import make_plan
 from r1exp.errors import ConfigError
+from r1exp.stages.training import TRAINING_BENCHMARKS, TRAINING_SECTIONS
 
 log = logging.getLogger(__name__)
+# What this stage reads, so what its MLflow params show (r1exp.tracking.params).
+CONFIG_SECTIONS = TRAINING_SECTIONS + ("sft",)
+BENCHMARKS_KEY = TRAINING_BENCHMARKS
 LOSS_ON = ("completion", "assistant", "all")
 PACKING_STRATEGIES = ("bfd", "wrapped")
 MIN_LR_KEYS = ("min_lr", "min_lr_rate")

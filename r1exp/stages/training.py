@@ -10,6 +10,12 @@ from r1exp.launch.resume import CHECKPOINTS_DIR, FINAL_MODEL_DIR, last_complete_
 from r1exp.models.loading import TORCH_DTYPES, resolve_attn_implementation
 
 log = logging.getLogger(__name__)
+# The config sections a training stage reads, beside its own (sft.py / grpo.py add theirs);
+# r1exp.tracking.params logs only these as MLflow params.
+TRAINING_SECTIONS = ("seed", "paths", "model", "dataset", "hardware", "train")
+# The benchmarks a training stage evaluates its final model on (their specs and eval.* are
+# logged too).
+TRAINING_BENCHMARKS = "train.benchmarks"
 
 
 def trainer_kwargs(cfg, plan: Plan) -> dict:

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from r1exp.tracking.params import config_params, metric_name
+from r1exp.tracking.params import config_params, metric_name, used_config
+from r1exp.tracking.run_name import run_name
+from r1exp.tracking.source import source_tags
 
 log = logging.getLogger(__name__)
 RUN_ID_ENV = "MLFLOW_RUN_ID"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+# Set by a sweep job (r1exp.tracking.sweep): the overrides that tell it from the other jobs.
+SWEEP_VARIED_TAG = "sweep.varied"
 
 
 def absolute_tracking_uri(uri: str) -> str:
@@ -103,22 +106,15 @@ def open_run(cfg, resolved: dict[str, Any], run_dir: Path, tags: dict[str, str],
     uri = tracking_uri(cfg)
     client = client_for(uri)
     exp_id = experiment_id(client, cfg.logger.experiment_name, uri)
-    all_tags = {**tags, "git_commit": git_commit(), "run_dir": str(run_dir)}
+    all_tags = {**tags, **source_tags(), "run_dir": str(run_dir)}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(exp_id, run_name=run_dir.name, tags=all_tags)
-    params = [Param(k, v) for k, v in config_params(resolved).items()]
+    varied = tags.get(SWEEP_VARIED_TAG)
+    run = client.create_run(exp_id, run_name=run_name(resolved, [varied] if varied else []),
+                            tags=all_tags)
+    params = [Param(k, v) for k, v in config_params(used_config(resolved)).items()]
     for start in range(0, len(params), 100):  # MLflow caps a batch at 100 params
         client.log_batch(run.info.run_id, params=params[start:start + 100])
     (run_dir / "mlflow_run_id").write_text(run.info.run_id)
     log.info("MLflow run %s in %s", run.info.run_id, uri)
     return TrackedRun(client, run.info.run_id, uri)
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"

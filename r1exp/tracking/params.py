@@ -1,4 +1,11 @@
-"""Turn a resolved config into MLflow params: flat, bounded, and free of secrets."""
+"""Turn a resolved config into MLflow params: only what the run's stage reads, flat, bounded,
+and free of secrets.
+
+Every stage's knobs and the whole benchmark catalogue are composed into every config
+(resolved.yaml keeps them all: it is the worker's input); as params they would bury the few
+that matter, so each stage module names the sections it reads (CONFIG_SECTIONS) and the key
+that lists the benchmarks it evaluates (BENCHMARKS_KEY).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,10 @@ from typing import Any, Iterator
 
 MAX_VALUE_CHARS = 6000  # MLflow's limit on a param value
 # Environment variables and anything that looks like a credential never leave the machine.
-SECRET_KEY = re.compile(r"(token|secret|password|api_key|apikey|credential)", re.IGNORECASE)
+# A "token" key is one only as a whole name (hf_token, access_token): max_new_tokens and
+# eos_token are knobs.
+SECRET_KEY = re.compile(r"(secret|password|api_key|apikey|credential"
+                        r"|(^|\.)((hf|access|auth|api|bearer)_)?token$)", re.IGNORECASE)
 SKIPPED_PREFIXES = ("hardware.env",)
 
 
@@ -20,10 +30,42 @@ def flatten(config: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any
             yield name, value
 
 
+def used_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config that its stage reads.
+
+    A config whose stage is unknown (a failed sweep job's, recorded before validation) is
+    kept whole: the params then show what was asked for.
+    """
+    from r1exp.errors import ConfigError
+    from r1exp.stages import stage_module
+
+    try:
+        stage = stage_module(str(config.get("stage")))
+    except ConfigError:
+        return config
+    used = {key: config[key] for key in ("stage", *stage.CONFIG_SECTIONS) if key in config}
+    benchmarks = select(config, stage.BENCHMARKS_KEY) if stage.BENCHMARKS_KEY else None
+    if benchmarks:
+        catalogue = config.get("benchmark") or {}
+        used["eval"] = config.get("eval")
+        used["benchmark"] = {name: catalogue[name] for name in benchmarks if name in catalogue}
+    return used
+
+
+def select(config: dict[str, Any], dotted: str) -> Any:
+    for key in dotted.split("."):
+        if not isinstance(config, dict):
+            return None
+        config = config.get(key)
+    return config
+
+
 def config_params(config: dict[str, Any]) -> dict[str, str]:
     params = {}
     for name, value in flatten(config):
         if name.startswith(SKIPPED_PREFIXES) or SECRET_KEY.search(name):
+            continue
+        if value is None or value == [] or value == {}:  # a knob left unset is not a setting
             continue
         params[name] = str(value)[:MAX_VALUE_CHARS]
     return params

@@ -37,6 +37,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from r1exp.tracking.mlflow_run import SWEEP_VARIED_TAG
+from r1exp.tracking.run_name import SEPARATOR, run_name
+
 log = logging.getLogger(__name__)
 SWEEP_FILE = "sweep.json"
 SNAPSHOT_DIR = "snapshot"
@@ -70,6 +73,7 @@ class SweepTracker(Callback):
             "parent_run_id": self._parent and self._parent["run_id"],
             "tracking_uri": self._parent and self._parent["tracking_uri"],
             "snapshot": self.snapshot,
+            "varied": sorted(sweep_axes(config)),
         }, indent=2))
         # The sweep can end without on_multirun_end (a launcher error, Ctrl-C): the parent
         # run must not stay RUNNING then.
@@ -118,7 +122,9 @@ def run_sweep_job(cfg: DictConfig, tags: dict[str, str]) -> dict[str, Any]:
     if record["tracking_uri"]:
         # A job on another node or in another cwd must log where the parent run lives.
         os.environ["MLFLOW_TRACKING_URI"] = record["tracking_uri"]
-    tags = {**tags, "sweep.dir": str(sweep_dir), "sweep.job": str(hydra_cfg.job.num)}
+    overrides = list(hydra_cfg.overrides.task)
+    tags = {**tags, "sweep.dir": str(sweep_dir), "sweep.job": str(hydra_cfg.job.num),
+            SWEEP_VARIED_TAG: job_varies(overrides, record, hydra_cfg.job.num)}
     try:
         if record["snapshot"]:
             cfg = compose_from_snapshot(sweep_dir / SNAPSHOT_DIR / "conf", cfg)
@@ -133,6 +139,32 @@ def run_sweep_job(cfg: DictConfig, tags: dict[str, str]) -> dict[str, Any]:
     if not (run_dir_of(job_dir) / STATUS_FILE).is_file() and _is_tracking_node(cfg):
         (job_dir / STATUS_FILE).write_text(FINISHED + "\n")  # a dry run: nothing failed
     return {"status": FINISHED, "metrics": metrics}
+
+
+def sweep_axes(config: DictConfig) -> dict[str, str]:
+    """What a sweep varies, key -> its values as written: a named sweep's
+    `hydra.sweeper.params`, then command-line overrides with several values (`a=1,2`,
+    `range(...)`), which replace the named sweep's for the same key."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    axes = {str(key): str(values) for key, values in params.items()}
+    task = list(config.hydra.overrides.task)
+    for text, override in zip(task, OverridesParser.create().parse_overrides(task)):
+        if override.is_sweep_override():
+            axes[override.key_or_group] = text.split("=", 1)[1]
+    return axes
+
+
+def job_varies(overrides: list[str], record: dict[str, Any], job_num: int) -> str:
+    """What tells this job from the sweep's others, for its run name: its values of the swept
+    keys, else its job number."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    varied = set(record.get("varied") or ())
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    mine = [text for text, o in zip(overrides, parsed) if o.key_or_group in varied]
+    return " ".join(mine) or f"job {job_num}"
 
 
 def read_sweep_record(sweep_dir: Path) -> dict[str, Any] | None:
@@ -236,7 +268,8 @@ def record_lost_job(config: DictConfig, job_dir: Path, overrides: list[str], rea
     sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
     record = read_sweep_record(sweep_dir) or {}
     tags = {"overrides": " ".join(overrides), "sweep.dir": str(sweep_dir),
-            "sweep.job": str(config.hydra.job.num)}
+            "sweep.job": str(config.hydra.job.num),
+            SWEEP_VARIED_TAG: job_varies(list(overrides), record, config.hydra.job.num)}
     cfg = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
     with open_dict(cfg):  # `${hydra:runtime.output_dir}` would name the submitting process's dir
         cfg.paths.output_dir = str(job_dir)
@@ -302,7 +335,8 @@ def _git(repo: Path, *args: str) -> str | None:
 def open_parent_run(config: DictConfig, sweep_dir: Path) -> dict[str, str] | None:
     if OmegaConf.select(config, "logger.name") in (None, "none"):
         return None
-    from r1exp.tracking.mlflow_run import client_for, experiment_id, git_commit, tracking_uri
+    from r1exp.tracking.mlflow_run import client_for, experiment_id, tracking_uri
+    from r1exp.tracking.source import source_tags
 
     uri = tracking_uri(config)
     client = client_for(uri)
@@ -315,12 +349,26 @@ def open_parent_run(config: DictConfig, sweep_dir: Path) -> dict[str, str] | Non
         "sweep.params": json.dumps(params),
         "overrides": " ".join(config.hydra.overrides.task),
         "launcher": str(config.hydra.runtime.choices.get("hydra/launcher", "basic")),
-        "git_commit": git_commit(),
+        **source_tags(),
     }
-    name = "sweep " + "/".join(sweep_dir.parts[-2:])
+    name = sweep_run_name(config)
     run = client.create_run(exp_id, run_name=name, tags=tags)
     log.info("MLflow parent run %s for sweep %s", run.info.run_id, sweep_dir)
     return {"run_id": run.info.run_id, "tracking_uri": uri}
+
+
+def sweep_run_name(config: DictConfig) -> str:
+    """`sweep · grpo · smollm2-135m · arithmetic · cpu · train.learning_rate=1e-6,1e-5`."""
+    shared = {}
+    for key in ("stage", "model", "dataset", "hardware", "eval"):
+        try:
+            node = OmegaConf.select(config, key)
+            shared[key] = (OmegaConf.to_container(node, resolve=True)
+                           if isinstance(node, DictConfig) else node)
+        except OmegaConfBaseException:  # a name is a nicety: an odd config still gets a run
+            continue
+    swept = [f"{key}={values}" for key, values in sweep_axes(config).items()]
+    return "sweep" + SEPARATOR + run_name(shared, swept)
 
 
 def finish_parent_run(parent: dict[str, str], status: str, sweep_dir: Path,
