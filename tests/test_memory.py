@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from r1exp.bench.gpu_workloads import Variant, estimate_gb
 from r1exp.bench.gpu_workloads import compose as compose_variant
-from r1exp.config.memory import GB, Shape, Workload, estimate
+from r1exp.config.memory import GB, Shape, Workload, estimate, workload_from_config
 from r1exp.config.plan import make_plan
 from r1exp.config.validate import validate
 from r1exp.errors import ConfigError
@@ -187,8 +187,10 @@ def test_vllm_counts_its_reserved_share_not_a_kv_cache(tmp_path):
     _, served = planned(["hardware=8xh100", "train.global_batch_size=56"], tmp_path)
     assert served.memory.terms.get("vllm_reserved", 0) == 0  # not on the training GPUs
     assert "on the server's GPU(s)" in served.render()
-    _, cpu = planned(["hardware=cpu", "hardware.generation_backend=vllm"], tmp_path)
+    cpu_cfg, cpu = planned(["hardware=cpu", "hardware.generation_backend=vllm"], tmp_path)
     assert cpu.vllm_memory is None
+    # on a CPU vLLM's share is of host memory: no device bytes (the GPU bench's --tiny needs it)
+    assert workload_from_config(cpu_cfg, 1, 2, 1).vllm_bytes == 0
 
 
 def test_vllm_share_too_small_for_the_weights_fails_in_the_dry_run(tmp_path):

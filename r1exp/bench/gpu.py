@@ -32,7 +32,14 @@ from pathlib import Path
 from r1exp.bench.gpu_workloads import REPO_ROOT, Variant
 from r1exp.resources import CONF_DIR
 
-PARTS = ("sft", "grpo", "memory")
+PARTS = ("sft", "grpo", "grpo-vllm", "memory")
+# r1exp's GRPO with vLLM against the peer its users would run instead (plain TRL with
+# use_vllm=True, vllm_mode="colocate"), per workload: (r1exp variant, peer variant).
+VLLM_PAIRS = {"grpo_vllm": ("grpo_r1exp_vllm", "grpo_trl_vllm"),
+              "grpo_long_vllm": ("grpo_long_r1exp_vllm", "grpo_long_trl_vllm")}
+# GRPO's step, split (gpu_workloads._phase_timer): seconds per optimizer step
+PHASES = ("weight_sync", "generation", "rewards", "scoring_logprobs", "loss_forward",
+          "backward", "optimizer_and_rest")
 BUDGET_S = 560          # a device call may run 600 s; leave room for the report
 VARIANT_LIMIT_S = 330   # one variant never takes more than this (flex compiles ~3 min cold)
 SMALLER = "qwen2.5-0.5b-instruct"
@@ -44,6 +51,11 @@ def catalog(tiny: bool, explore: bool) -> dict[str, list[Variant]]:
     sft = dict(kind="sft", seq=128 if tiny else 2048, batch=4 if tiny else 8)
     grpo = dict(kind="grpo", seq=16 if tiny else 256, batch=8 if tiny else 16,
                 generations=4 if tiny else 8, prompt_tokens=8 if tiny else 64)
+    # R1-style: 32 prompts x 8 completions x 1024 tokens per optimizer step, in micro-batches
+    # of 8 (the generation batch is the 256 completions of the whole accumulation)
+    long = dict(kind="grpo", seq=24 if tiny else 1024, batch=4 if tiny else 8,
+                accumulation=2 if tiny else 32, generations=4 if tiny else 8,
+                prompt_tokens=8 if tiny else 128)
     quick = dict(warmup=1, measure=2) if tiny else {}
     no_compile = ["hardware.perf.compiled_generation=false"]
     parts = {
@@ -57,6 +69,15 @@ def catalog(tiny: bool, explore: bool) -> dict[str, list[Variant]]:
             Variant("grpo_r1exp_on_policy", **grpo, **(quick or dict(warmup=2, measure=4))),
             Variant("grpo_r1exp_best", steps_per_generation=4, **grpo,
                     **(dict(warmup=4, measure=4) if tiny else dict(warmup=4, measure=8))),
+        ],
+        "grpo-vllm": [
+            Variant("grpo_trl_vllm", side="trl", vllm=True, **grpo,
+                    **(quick or dict(warmup=2, measure=5))),
+            Variant("grpo_r1exp_vllm", vllm=True, **grpo, **(quick or dict(warmup=2, measure=5))),
+            Variant("grpo_long_trl_vllm", side="trl", vllm=True, **long,
+                    **(quick or dict(warmup=1, measure=3))),
+            Variant("grpo_long_r1exp_vllm", vllm=True, **long,
+                    **(quick or dict(warmup=1, measure=3))),
         ],
         "memory": [  # sft runs here use r1exp's default unpacked (padded) batches
             Variant("mem_sft_0.5b_ckpt", packing=False, gradient_checkpointing=True,
@@ -212,6 +233,13 @@ def summary(results: dict) -> dict:
             out["grpo_speedup_on_policy"] = _round(base / out["grpo_on_policy_step_s"])
         if out.get("grpo_step_s"):
             out["grpo_speedup"] = _round(base / out["grpo_step_s"])
+    for key, (mine, peer) in VLLM_PAIRS.items():
+        mine_s, peer_s = (results.get(n, {}).get("step_s") for n in (mine, peer))
+        if mine_s and peer_s:
+            out[f"{key}_step_s"] = _round(mine_s)
+            out[f"{key}_peer_step_s"] = _round(peer_s)
+            out[f"{key}_speedup"] = _round(peer_s / mine_s)
+            out[f"{key}_phases"] = {n: phase_row(results[n]) for n in (mine, peer)}
     betas = [r for n, r in results.items() if r.get("variant", {}).get("beta", 0) > 0
              or (n.startswith("mem_grpo") and "beta" in n)]
     if betas:
@@ -222,6 +250,43 @@ def summary(results: dict) -> dict:
     if planned:  # the estimate models r1exp's plans; plain TRL rows are for reference
         out["memory_worst_error"] = _round(max(abs(e / m - 1) for m, e in planned))
     return out
+
+
+def phase_row(r: dict) -> dict[str, float | None]:
+    """PHASES of one GRPO run, seconds per optimizer step; backward and the optimizer are what
+    training_step and the step hold beyond the phases timed inside them."""
+    phases = r.get("phases") or {}
+    row = {name: phases.get(name) for name in PHASES[:5]}
+    if "training_step" in phases:
+        inside = phases.get("generate_and_score", 0.0) + phases.get("loss_forward", 0.0)
+        row["backward"] = _round(phases["training_step"] - inside)
+        if r.get("step_s"):
+            row["optimizer_and_rest"] = _round(r["step_s"] - phases["training_step"])
+    return row
+
+
+def vllm_report(results: dict) -> list[str]:
+    """GRPO with vLLM beside the TRL + vLLM peer of the same workload, and the step's phases."""
+    header = (f"\n{'grpo with vLLM (colocate)':28} {'s/step':>7} {'vs peer':>8} "
+              + " ".join(f"{name[:10]:>10}" for name in PHASES) + f" {'peak GB':>8}")
+    lines = [header]
+    for mine, peer in VLLM_PAIRS.values():
+        peer_s = results.get(peer, {}).get("step_s")
+        for name in (peer, mine):
+            r = results.get(name)
+            if r is None:
+                continue
+            if "error" in r:
+                lines.append(f"{name:28} {r['error'][:150]}")
+                continue
+            ratio = peer_s / r["step_s"] if peer_s and r.get("step_s") else None
+            cells = [f"{r['step_s']:7.3f}" if r.get("step_s") else " " * 7,
+                     f"{ratio:8.2f}" if ratio else " " * 8]
+            cells += [f"{v:10.3f}" if isinstance(v, float) else " " * 10
+                      for v in phase_row(r).values()]
+            cells.append(f"{r['peak_gb']:8.1f}" if r.get("peak_gb") else " " * 8)
+            lines.append(f"{name:28} " + " ".join(cells))
+    return lines if len(lines) > 1 else []
 
 
 def reestimate(results: dict) -> None:
@@ -270,7 +335,8 @@ def report(results: dict) -> str:
     base_call = results.get("grpo_trl", {}).get("device_call")
     for name, r in results.items():
         if r.get("variant", {}).get("kind") == "grpo" and r["variant"]["role"] == "speed" \
-                or (name.startswith("grpo") and "error" in r):
+                and not r["variant"].get("vllm") \
+                or (name.startswith("grpo") and "vllm" not in name and "error" in r):
             same_run = r.get("device_call") == base_call  # ratios only within one run
             r = {**r, "speedup": base / r["step_s"] if base and r.get("step_s") and same_run
                  else None,
@@ -278,6 +344,7 @@ def report(results: dict) -> str:
             lines.append(_row(name, r, [("step_s", 9, ".3f"), ("speedup", 8, ".2f"),
                                         ("gen_s", 7, ".2f"), ("peak_gb", 8, ".1f"),
                                         ("first_steps_s", 9, ".1f")], peak))
+    lines += vllm_report(results)
     lines.append(f"\n{'memory run':28} {'what':44} {'measured':>9} {'estimate':>9} {'error':>7}")
     for name, what, measured, estimated in memory_rows(results):
         lines.append(f"{name:28} {what:44} {measured:9.2f} {estimated:9.2f} "

@@ -43,6 +43,8 @@ class Variant:
     steps_per_generation: int = 1  # grpo
     prompt_tokens: int = 64        # grpo
     beta: float = 0.0              # grpo
+    accumulation: int = 1          # micro-batches per optimizer step (grpo: per generation)
+    vllm: bool = False             # grpo: generate with vLLM colocated on the training GPU
     gradient_checkpointing: bool = False
     role: str = "speed"            # speed | memory (memory: few steps, peak only)
 
@@ -75,6 +77,8 @@ def run_variant(variant: Variant, out_dir: Path, tiny: bool) -> dict:
     result = {"name": variant.name, "variant": asdict(variant), **_timing(variant, timer, counter)}
     result["log"] = _logged_means(trainer.state.log_history)
     result["generate_s"] = getattr(counter, "generate_s", None)
+    if getattr(counter, "phases", None):
+        result["phases"] = phase_means(counter.phases, variant.warmup, variant.measure)
     if cuda:
         result.update(_memory(before))
     if variant.kind == "sft":
@@ -102,20 +106,23 @@ def compose(variant: Variant, out_dir: Path, tiny: bool, cuda: bool):
         "train.logging_steps=5",
         f"hardware.gradient_checkpointing={variant.gradient_checkpointing}",
     ]
+    overrides += [f"hardware.per_device_train_batch_size={variant.batch}",
+                  f"train.global_batch_size={variant.batch * variant.accumulation}"]
     if variant.kind == "sft":
-        overrides += [f"sft.max_length={variant.seq}", f"sft.packing={variant.packing}",
-                      f"hardware.per_device_train_batch_size={variant.batch}",
-                      f"train.global_batch_size={variant.batch}"]
+        overrides += [f"sft.max_length={variant.seq}", f"sft.packing={variant.packing}"]
     else:
         spg = variant.steps_per_generation
         overrides += [f"grpo.max_completion_length={variant.seq}",
                       f"grpo.num_generations={variant.generations}", f"grpo.beta={variant.beta}",
                       f"grpo.steps_per_generation={'null' if spg == 1 else spg}",
-                      "grpo.temperature=1.0", "grpo.top_p=1.0",
-                      f"hardware.per_device_train_batch_size={variant.batch}",
-                      f"train.global_batch_size={variant.batch}", "reward=[accuracy]"]
+                      "grpo.temperature=1.0", "grpo.top_p=1.0", "reward=[accuracy]"]
+        if variant.vllm:
+            overrides += ["hardware.generation_backend=vllm", "hardware.vllm.mode=colocate"]
     if tiny:
-        overrides += [f"model.architecture.{k}={v}" for k, v in TINY_ARCHITECTURE.items()]
+        architecture = dict(TINY_ARCHITECTURE)
+        if variant.vllm:  # vLLM's CPU attention has no kernel for head_dim 16: one head of 64
+            architecture.update(num_attention_heads=1, num_kv_heads=1)
+        overrides += [f"model.architecture.{k}={v}" for k, v in architecture.items()]
     overrides += variant.overrides
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -211,7 +218,8 @@ def _plain_trl_args(variant: Variant, cfg, out_dir: Path) -> dict:
     cuda = cfg.hardware.accelerator == "cuda"
     return dict(
         output_dir=str(out_dir / "trl"), per_device_train_batch_size=variant.batch,
-        gradient_accumulation_steps=1, max_steps=variant.warmup + variant.measure,
+        gradient_accumulation_steps=variant.accumulation,
+        max_steps=variant.warmup + variant.measure,
         logging_steps=5, save_strategy="no", report_to="none",
         bf16=cuda and torch.cuda.is_available(),
         use_cpu=not cuda, gradient_checkpointing=variant.gradient_checkpointing,
@@ -236,14 +244,23 @@ def _grpo_trainer(variant: Variant, cfg, plan, model_dir: str, tokenizer, out_di
     prompts = [" ".join(f"t{rng.randrange(2, vocab)}" for _ in range(variant.prompt_tokens))
                for _ in range(GRPO_PROMPTS)]
     data = Dataset.from_dict({"prompt": prompts})
-    fixed_length = {"min_new_tokens": variant.seq}  # equal work: no early EOS on either side
+    # Equal work: no early EOS on either side (vLLM's SamplingParams name it min_tokens).
+    fixed_length = {"min_tokens" if variant.vllm else "min_new_tokens": variant.seq}
+    if variant.vllm:
+        # The profile's vLLM environment (the CPU build's KV-cache size), as r1exp's controller
+        # sets it for its workers; the same for both sides.
+        for key, value in cfg.hardware.env.items():
+            if key.startswith("VLLM_"):
+                os.environ.setdefault(key, str(value))
     if variant.side == "trl":
         spg = variant.steps_per_generation
         args = GRPOConfig(**_plain_trl_args(variant, cfg, out_dir),
                           num_generations=variant.generations, max_completion_length=variant.seq,
                           beta=variant.beta, temperature=1.0,
                           steps_per_generation=None if spg == 1 else spg,
-                          generation_kwargs=fixed_length)
+                          generation_kwargs=fixed_length,
+                          # what open-r1's users set; TRL's defaults for everything else
+                          **(dict(use_vllm=True, vllm_mode="colocate") if variant.vllm else {}))
     else:
         from r1exp.stages.grpo import grpo_arguments
 
@@ -255,8 +272,14 @@ def _grpo_trainer(variant: Variant, cfg, plan, model_dir: str, tokenizer, out_di
         from r1exp.perf import accelerate_trainer
 
         accelerate_trainer(trainer, cfg)  # as r1exp/stages/grpo.py does
-    counter = _FixedTokens(variant.batch * variant.seq)
-    _time_generate(trainer.model, counter.generate_s)
+    if variant.vllm and cfg.hardware.accelerator == "cpu":
+        from r1exp.stages.vllm_policy import use_reloading_sync
+
+        use_reloading_sync(trainer)  # the CPU build cannot take TRL's weight push (both sides)
+    counter = _FixedTokens(variant.batch * variant.accumulation * variant.seq)
+    if not variant.vllm:
+        _time_generate(trainer.model, counter.generate_s)
+    counter.phases = _phase_timer(trainer)
     return trainer, counter
 
 
@@ -277,6 +300,66 @@ def _time_generate(model, sink: list[float]) -> None:
         return out
 
     model.generate = timed
+
+
+def _phase_timer(trainer) -> list[tuple[str, int, float]]:
+    """Time GRPO's phases, device work included: (phase, global step, seconds) per call.
+
+    training_step = prepare inputs (on generating steps: weight sync, generation, rewards,
+    scoring log-probs) + loss forward + backward; the optimizer and the rest of the step are
+    what the step time holds beyond training_step.
+    """
+    import functools
+
+    import torch
+
+    calls: list[tuple[str, int, float]] = []
+    scoring = {"active": False}
+
+    def sync():
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def timed(owner, method_name: str, phase, mark_scoring: bool = False):
+        method = getattr(owner, method_name)
+
+        @functools.wraps(method)
+        def wrapper(*args, **kwargs):
+            sync()
+            start = time.perf_counter()
+            if mark_scoring:
+                scoring["active"] = True
+            try:
+                return method(*args, **kwargs)
+            finally:
+                if mark_scoring:
+                    scoring["active"] = False
+                sync()
+                name = phase() if callable(phase) else phase
+                calls.append((name, trainer.state.global_step, time.perf_counter() - start))
+
+        setattr(owner, method_name, wrapper)
+
+    timed(trainer, "training_step", "training_step")
+    timed(trainer, "_generate_and_score_completions", "generate_and_score", mark_scoring=True)
+    timed(trainer, "_calculate_rewards", "rewards")
+    timed(trainer, "compute_loss", "loss_forward")
+    timed(trainer, "_get_per_token_logps_and_entropies",
+          lambda: "scoring_logprobs" if scoring["active"] else "loss_logprobs")
+    generation = getattr(trainer, "vllm_generation", None)
+    if generation is not None:
+        timed(generation, "generate", "generation")
+        timed(generation, "sync_weights", "weight_sync")
+    return calls
+
+
+def phase_means(calls: list, warmup: int, measure: int) -> dict[str, float]:
+    """Seconds per optimizer step of each phase over the timed steps."""
+    totals: dict[str, float] = {}
+    for name, step, seconds in calls:
+        if warmup <= step < warmup + measure:
+            totals[name] = totals.get(name, 0.0) + seconds
+    return {name: round(total / measure, 4) for name, total in totals.items()}
 
 
 # --- measurement -------------------------------------------------------------------------------
@@ -308,6 +391,7 @@ class _FixedTokens:
         self.per_batch = None
         self.mean_context = None
         self.generate_s: list[float] = []
+        self.phases: list[tuple[str, int, float]] = []
 
 
 def _step_timer(cuda: bool):

@@ -322,7 +322,9 @@ def workload_from_config(cfg, world_size: int, per_device: int, accumulation: in
                         liger=bool(hw.perf.liger_kernel), **common)
     g = cfg.grpo
     local_generation = hw.generation_backend == "transformers"
-    colocated = hw.generation_backend == "vllm" and hw.vllm.mode == "colocate"
+    # A CPU has no device memory to share: there vLLM's share is of host memory.
+    colocated = (hw.generation_backend == "vllm" and hw.vllm.mode == "colocate"
+                 and hw.device_memory_gb is not None)
     steps_per_generation = g.steps_per_generation or accumulation
     return Workload(
         stage="grpo", tokens_per_sequence=prompt_tokens + g.max_completion_length, liger=False,
