@@ -37,8 +37,17 @@ def benchmarks(params: dict[str, str]) -> set[str]:
     return {key.split(".")[1] for key in params if key.startswith("benchmark.")}
 
 
+CHOICES = {"choice.model": "smollm2-135m", "choice.sft": "default", "choice.grpo": "default",
+           "choice.eval": "default", "choice.sweep": "None", "choice.experiment": "quickstart",
+           "choice.benchmark": "[math500, aime24, gsm8k]", "choice.dataset@benchmark.gsm8k":
+           "gsm8k", "choice.dataset@benchmark.aime24": "aime24"}
+
+
 def test_an_sft_run_logs_its_knobs_and_no_other_stage(tmp_path):
-    params = opened(tmp_path, "stage=sft").data.params
+    run = opened(tmp_path, "stage=sft", tags=CHOICES)
+    params = run.data.params
+    assert {k: v for k, v in run.data.tags.items() if k.startswith("choice.")} == {
+        "choice.model": "smollm2-135m", "choice.sft": "default", "choice.experiment": "quickstart"}
     assert sections(params) == {"stage", "seed", "paths", "model", "dataset", "hardware",
                                 "train", "sft"}
     assert params["sft.max_length"] and params["train.learning_rate"]
@@ -48,6 +57,10 @@ def test_an_sft_run_logs_its_knobs_and_no_other_stage(tmp_path):
 
 
 def test_an_eval_run_logs_only_the_benchmarks_it_names(tmp_path):
+    run = opened(tmp_path, "stage=eval", "eval.benchmarks=[gsm8k]", tags=CHOICES)
+    assert "choice.dataset@benchmark.gsm8k" in run.data.tags
+    assert not any(k.startswith(("choice.dataset@benchmark.aime24", "choice.sft"))
+                   for k in run.data.tags)
     params = opened(tmp_path, "stage=eval", "eval.benchmarks=[gsm8k,aime24]").data.params
     assert benchmarks(params) == {"gsm8k", "aime24"}
     assert params["eval.benchmarks"] == "['gsm8k', 'aime24']" and params["eval.max_new_tokens"]
@@ -66,6 +79,7 @@ def test_source_and_git_tags_fill_the_ui_columns(tmp_path):
     run = opened(tmp_path, "stage=grpo", tags={"stage": "grpo"})
     tags = run.data.tags
     assert tags["mlflow.source.name"] == "r1exp" and tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.user"]  # the UI's "Created by"
     head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
                           capture_output=True, text=True)
     if head.returncode != 0:

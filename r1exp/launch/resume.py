@@ -195,7 +195,7 @@ def reattach_run(cfg: DictConfig, run_dir: Path):
     attempts = int(previous.data.tags.get("r1exp.attempts", "1")) + 1
     client.set_tag(run_id, "r1exp.attempts", str(attempts))
     log.info("continuing MLflow run %s (attempt %d)", run_id, attempts)
-    return TrackedRun(client, run_id, uri)
+    return TrackedRun(client, run_id, uri, run_dir)  # pending metrics of earlier attempts too
 
 
 def already_logged(run) -> Callable[[str, int], bool]:

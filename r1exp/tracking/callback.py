@@ -6,7 +6,9 @@ import os
 
 from transformers import TrainerCallback
 
-from r1exp.tracking.mlflow_run import RUN_ID_ENV, TRACKING_URI_ENV, TrackedRun, client_for
+from r1exp.tracking.mlflow_run import (
+    RUN_DIR_ENV, RUN_ID_ENV, TRACKING_URI_ENV, TrackedRun, client_for,
+)
 
 
 def attached_run() -> TrackedRun | None:
@@ -14,7 +16,7 @@ def attached_run() -> TrackedRun | None:
     run_id, uri = os.environ.get(RUN_ID_ENV), os.environ.get(TRACKING_URI_ENV)
     if not run_id or not uri:
         return None
-    return TrackedRun(client_for(uri), run_id, uri)
+    return TrackedRun(client_for(uri), run_id, uri, os.environ.get(RUN_DIR_ENV))
 
 
 class MlflowMetricsCallback(TrainerCallback):
@@ -64,5 +66,5 @@ class CompletionTableCallback(TrainerCallback):
             frame = pd.read_parquet(tables[-1])
             frame["prompt"] = frame["prompt"].astype(str)
             frame["completion"] = frame["completion"].astype(str)
-            self.run.client.log_table(self.run.run_id, data=frame,
-                                      artifact_file=f"completions/step_{state.global_step:05d}.json")
+            # The parquet it came from stays in the output dir: the table is only a view.
+            self.run.log_table(frame, f"completions/step_{state.global_step:05d}.json")

@@ -19,6 +19,10 @@ MAX_VALUE_CHARS = 6000  # MLflow's limit on a param value
 SECRET_KEY = re.compile(r"(secret|password|api_key|apikey|credential"
                         r"|(^|\.)((hf|access|auth|api|bearer)_)?token$)", re.IGNORECASE)
 SKIPPED_PREFIXES = ("hardware.env",)
+# Groups that shape every run although no stage reads a section of their name.
+ALWAYS_CHOSEN = ("experiment", "logger")
+# Groups whose choice is a catalogue to pick from (every benchmark spec), not what a run uses.
+CATALOGUES = ("benchmark",)
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -50,6 +54,25 @@ def used_config(config: dict[str, Any]) -> dict[str, Any]:
         used["eval"] = config.get("eval")
         used["benchmark"] = {name: catalogue[name] for name in benchmarks if name in catalogue}
     return used
+
+
+def used_choices(tags: dict[str, str], used: dict[str, Any]) -> dict[str, str]:
+    """`tags` without the Hydra group choices (`choice.<group>`) of sections the run does not
+    read, e.g. the catalogue's `choice.dataset@benchmark.aime25` on an SFT run, or unset ones."""
+    kept = {}
+    for key, value in tags.items():
+        if key.startswith("choice."):
+            group, _, package = key[len("choice."):].partition("@")
+            if value == "None" or (group in CATALOGUES and not package):
+                continue
+            if not _reads(used, package or group.split("/")[0]):
+                continue
+        kept[key] = value
+    return kept
+
+
+def _reads(used: dict[str, Any], dotted: str) -> bool:
+    return dotted in ALWAYS_CHOSEN or select(used, dotted) is not None
 
 
 def select(config: dict[str, Any], dotted: str) -> Any:

@@ -22,7 +22,8 @@ VERSION_TAG = "r1exp.version"
 
 
 def source_tags() -> dict[str, str]:
-    """mlflow.source.* tags plus the installed r1exp version; git tags only where known."""
+    """mlflow.source.* and mlflow.user tags plus the installed r1exp version; git tags only
+    where known."""
     from mlflow.utils.mlflow_tags import (
         MLFLOW_GIT_BRANCH,
         MLFLOW_GIT_COMMIT,
@@ -30,9 +31,13 @@ def source_tags() -> dict[str, str]:
         MLFLOW_GIT_REPO_URL,
         MLFLOW_SOURCE_NAME,
         MLFLOW_SOURCE_TYPE,
+        MLFLOW_USER,
     )
 
     tags = {MLFLOW_SOURCE_NAME: SOURCE_NAME, MLFLOW_SOURCE_TYPE: "LOCAL"}
+    user = _user()
+    if user:
+        tags[MLFLOW_USER] = user  # the UI's "Created by"
     version = package_version()
     if version:
         tags[VERSION_TAG] = version
@@ -84,6 +89,15 @@ def package_version() -> str | None:
     try:
         return version("r1exp")
     except PackageNotFoundError:  # imported from a checkout that was never installed
+        return None
+
+
+def _user() -> str | None:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
         return None
 
 

@@ -50,6 +50,7 @@ RUN_ID_FILE = "mlflow_run_id"       # open_run writes it when it creates the run
 RESUMED_IN_FILE = "resumed_in"      # r1exp.launch.resume: the job continued an earlier run dir
 FINISHED = "FINISHED"
 FAILED = "FAILED"
+REQUEUED = "REQUEUED"               # r1exp.launch.requeue: the job waits to run again
 
 
 class SweepTracker(Callback):
@@ -228,6 +229,8 @@ def record_failed_job(cfg: DictConfig, job_dir: Path, err: BaseException,
     run_dir = run_dir_of(job_dir)
     if not (run_dir / STATUS_FILE).is_file():  # the controller did not get as far as a run
         (job_dir / STATUS_FILE).write_text(FAILED + "\n")
+    elif (run_dir / STATUS_FILE).read_text().strip() == REQUEUED:  # it never ran again
+        (run_dir / STATUS_FILE).write_text(FAILED + "\n")
     if OmegaConf.select(cfg, "logger.name") in (None, "none") or not _is_tracking_node(cfg):
         return  # (node 0 of a multi-node job reports the failure)
     if (run_dir / RUN_ID_FILE).is_file():
@@ -242,6 +245,8 @@ def record_failed_job(cfg: DictConfig, job_dir: Path, err: BaseException,
         resolved = {}
     run = open_run(cfg, resolved, job_dir, {**tags, "error": first_line(err)[:5000]},
                    parent_run_id)
+    if run is None:  # the tracking server stayed away: the job dir is the record
+        return
     run.log_artifacts(job_dir / ERROR_FILE)
     run.log_artifacts(job_dir / ".hydra", ".hydra")
     run.finish(FAILED)
@@ -251,7 +256,7 @@ def _fail_if_running(cfg: DictConfig, run_id: str, err: BaseException) -> None:
     from r1exp.tracking.mlflow_run import client_for, tracking_uri
 
     client = client_for(tracking_uri(cfg))
-    if client.get_run(run_id).info.status == "RUNNING":
+    if client.get_run(run_id).info.status in ("RUNNING", "SCHEDULED"):  # SCHEDULED: requeued
         client.set_tag(run_id, "error", first_line(err)[:5000])
         client.set_terminated(run_id, FAILED)
 
