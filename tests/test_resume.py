@@ -148,6 +148,26 @@ def test_rerun_in_the_same_dir_continues_there(tmp_path):
     assert not (tmp_path / "runs" / "d" / "run" / RESUMED_IN_FILE).exists()
 
 
+@pytest.mark.parametrize("status", [None, "REQUEUED", "KILLED", "FAILED"])
+def test_a_requeued_job_continues_in_its_own_dir_even_before_a_checkpoint(tmp_path, status):
+    # A Slurm job requeued before its first checkpoint runs again in the same dir: it must
+    # continue its MLflow run there, not open a second one or adopt another dir's progress.
+    runs = tmp_path / "runs"
+    now = typed(runs / "d" / "job")
+    make_run(runs / "d" / "other", now)  # an older unfinished attempt holding a checkpoint
+    make_run(runs / "d" / "job", now, status=status, checkpoint=None)
+    assert find_resumable_run(now) == runs / "d" / "job"
+
+
+def test_a_finished_or_foreign_run_in_the_own_dir_is_not_continued(tmp_path):
+    now = typed(tmp_path / "runs" / "d" / "job")
+    make_run(tmp_path / "runs" / "d" / "job", now, status="FINISHED", checkpoint=None)
+    assert find_resumable_run(now) is None
+    make_run(tmp_path / "runs" / "d" / "job", typed(tmp_path / "x", "train.max_steps=99"),
+             status="REQUEUED", checkpoint=None)
+    assert find_resumable_run(now) is None
+
+
 @pytest.mark.parametrize("status,model_saved,says", [
     ("FINISHED", True, "its final model is in"),
     ("FAILED", False, "ended before saving its final model; the weights are in"),

@@ -128,3 +128,24 @@ def test_a_job_killed_mid_run_ends_its_own_run(tmp_path):
     assert len(client.search_runs([experiment])) == 2  # no second run for the job
     (job,) = collect_jobs(sweep_dir, "reward", None)
     assert (job.status, job.run_id) == ("FAILED", running)
+
+
+def test_a_requeued_job_that_never_ran_again_ends_failed(tmp_path):
+    # A job requeued at its time limit or preempted waits as REQUEUED / SCHEDULED; cancelled
+    # while it waits, it comes back to the launcher as lost and must not stay "waiting".
+    client, experiment, parent, sweep_dir, uri = sweep_with_parent(tmp_path)
+    job_dir = sweep_dir / "0"
+    (job_dir / ".hydra").mkdir(parents=True)
+    overrides = [f"logger.tracking_uri={uri}"]
+    (job_dir / ".hydra" / "overrides.yaml").write_text(f"- {overrides[0]}\n")
+    waiting = client.create_run(experiment, tags={"mlflow.parentRunId": parent}).info.run_id
+    client.update_run(waiting, status="SCHEDULED")
+    (job_dir / RUN_ID_FILE).write_text(waiting)
+    (job_dir / "status").write_text("REQUEUED\n")
+
+    record_lost_job(job_config(sweep_dir, 0, overrides), job_dir, overrides,
+                    "Slurm job 7_0 ended without a result (state CANCELLED)")
+    assert client.get_run(waiting).info.status == "FAILED"
+    assert len(client.search_runs([experiment])) == 2  # still the job's one run
+    (job,) = collect_jobs(sweep_dir, "reward", None)
+    assert (job.status, job.run_id) == ("FAILED", waiting)

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from r1exp.config.plan import TRAINING_STAGES, Plan, make_plan, uses_vllm_server
 from r1exp.config.validate import validate
 from r1exp.errors import ConfigError
-from r1exp.launch import rendezvous
+from r1exp.launch import rendezvous, requeue
 from r1exp.launch.preflight import preflight
 from r1exp.launch.processes import stop
 from r1exp.launch.resume import (
@@ -84,8 +85,20 @@ def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
     run = (reattach_run(typed, run_dir) if resumed else None) or open_run(
         typed, OmegaConf.to_container(typed), run_dir, tags, parent_run_id)
     status = "FAILED"
+    requeued = False
+
+    def record_requeue() -> None:  # submitit is requeuing the job (r1exp.launch.requeue)
+        nonlocal requeued
+        requeued = True
+        _mark_requeued(run_dir, run)
+
     try:
-        returncode = _run_workers(plan, typed, run)
+        with requeue.on_requeue(record_requeue), requeue.noting_termination() as termination:
+            returncode = _run_workers(plan, typed, run)
+        if returncode != 0 and termination.seen:
+            status = "KILLED"  # resumable; a requeued job continues this run
+            raise requeue.EndedBySlurm(f"r1exp: Slurm ended this job (SIGTERM) while stage "
+                                       f"'{typed.stage}' ran; the run in {run_dir} is KILLED")
         status = "FINISHED" if returncode == 0 else "FAILED"
         if returncode != 0:
             raise WorkerFailed(f"stage '{typed.stage}' worker exited with status {returncode}; "
@@ -97,16 +110,40 @@ def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except SystemExit:  # submitit's exit after it requeued the job: not the run's end
+        if requeued:
+            status = requeue.REQUEUED
+        raise
     finally:
-        (run_dir / STATUS_FILE).write_text(status + "\n")
-        if run is not None:
-            for name in (RESOLVED_FILE, METRICS_FILE, STATUS_FILE, ".hydra"):
-                run.log_artifacts(run_dir / name, None if name != ".hydra" else ".hydra")
-            for logfile in run_dir.glob("*.log"):
-                run.log_artifacts(logfile)
-            run.finish(status)
+        ended = status != requeue.REQUEUED  # a requeued run was recorded before the requeue
+        if ended:
+            _end_run(status, run_dir, run)
         claim.release()
-        _print_summary(status, typed, run_dir, run, hydra_tags or {})
+        if ended:
+            _print_summary(status, typed, run_dir, run, hydra_tags or {})
+
+
+def _end_run(status: str, run_dir: Path, run) -> None:
+    (run_dir / STATUS_FILE).write_text(status + "\n")
+    if run is not None:
+        for name in (RESOLVED_FILE, METRICS_FILE, STATUS_FILE, ".hydra"):
+            run.log_artifacts(run_dir / name, None if name != ".hydra" else ".hydra")
+        for logfile in run_dir.glob("*.log"):
+            run.log_artifacts(logfile)
+        run.finish(status)
+
+
+def _mark_requeued(run_dir: Path, run) -> None:
+    """The run waits to continue: status REQUEUED (a resumable, unfinished run), its MLflow run
+    SCHEDULED, not FAILED, so nothing reads it as over; the next attempt sets it RUNNING."""
+    from r1exp.launch.resume import last_complete_checkpoint
+
+    checkpoint = last_complete_checkpoint(run_dir)
+    log.warning("requeuing the Slurm job (time limit or preemption); the next attempt "
+                "continues in %s from %s", run_dir, checkpoint.name if checkpoint else "the start")
+    (run_dir / STATUS_FILE).write_text(requeue.REQUEUED + "\n")
+    if run is not None:
+        run.client.update_run(run.run_id, status="SCHEDULED")
 
 
 def _run_untracked_node(plan: Plan, cfg: DictConfig, machine_rank: int) -> dict[str, float]:
@@ -171,16 +208,23 @@ def _start_and_wait(plan: Plan, env: dict[str, str], log_path: Path, watch=None)
     """Run the workers to the end; `watch` raises when something they depend on died."""
     argv = executable_argv(plan.launch_command)
     log.info("starting worker: %s (output also in %s)", " ".join(argv), log_path)
-    with teed_process(argv, env, log_path) as proc:
+    with ExitStack() as stack:
+        with requeue.signal_blocked_in_children():
+            proc = stack.enter_context(teed_process(argv, env, log_path))
+        stack.enter_context(requeue.on_requeue(lambda: requeue.stop_worker(proc)))
         return _wait(proc, watch)
 
 
 def _wait(proc: subprocess.Popen, watch) -> int:
+    # Always with a timeout: a blocking wait holds Popen's wait lock, and a requeue signal
+    # arriving then could not see the worker exit (requeue.stop_worker).
     try:
         while True:
             try:
-                return proc.wait(timeout=WATCH_INTERVAL_S if watch else None)
+                return proc.wait(timeout=WATCH_INTERVAL_S)
             except subprocess.TimeoutExpired:
+                if watch is None:
+                    continue
                 try:
                     watch()
                 except Exception:

@@ -105,13 +105,25 @@ def holds_progress(cfg: DictConfig, run_dir: Path) -> bool:
 
 
 def find_resumable_run(cfg: DictConfig) -> Path | None:
-    """The newest unfinished, idle run dir of this config holding progress, or None."""
-    # Nodes of a multi-node run must agree on one dir; they resume only within the dir they
-    # are given (the worker still picks up its checkpoints there).
-    if cfg.train.resume != "auto" or cfg.hardware.num_nodes > 1:
+    """The newest unfinished, idle run dir of this config holding progress, or None.
+
+    The dir this attempt was given comes first, with or without progress, when an earlier
+    attempt of the same config ran there and did not finish: a Slurm job requeued at its time
+    limit or preempted runs again in its own dir, and must continue its MLflow run even if it
+    was stopped before its first checkpoint.
+    """
+    if cfg.train.resume != "auto":
         return None
     run_dir = Path(cfg.paths.output_dir).resolve()
     wanted = fingerprint(cfg)
+    if (_read(run_dir / FINGERPRINT_FILE) == wanted and _read(run_dir / STATUS_FILE) != "FINISHED"
+            and not _in_use(run_dir)):
+        log.info("continuing the unfinished run in its own dir %s", run_dir)
+        return run_dir
+    # Nodes of a multi-node run must agree on one dir; they resume only within the dir they
+    # are given (the worker still picks up its checkpoints there).
+    if cfg.hardware.num_nodes > 1:
+        return None
     candidates = []
     for marker in run_dir.parent.parent.glob(f"*/*/{FINGERPRINT_FILE}"):
         candidate = marker.parent

@@ -1,4 +1,4 @@
-"""hydra-submitit-launcher's Slurm launcher, with two gaps closed for sweeps.
+"""hydra-submitit-launcher's Slurm launcher, with two gaps closed for sweeps and requeue wired in.
 
 1. Without Slurm accounting (no slurmdbd: small clusters, the tests' one-node cluster) `sacct`
    fails, and submitit keeps every job's state UNKNOWN, which it counts as still running: a job
@@ -7,6 +7,9 @@
 2. Such a job raised in the launcher, so the sweep stopped waiting for the jobs after it and the
    summary left it out (if it never started) or showed it UNKNOWN. It is now recorded as a
    failed job (`r1exp.tracking.sweep.record_lost_job`) and the launcher waits for the others.
+3. A job whose time limit nears (or that is preempted) is requeued by submitit through the
+   plugin's `checkpoint()`; ours first lets the running controller stop its workers and mark
+   the run REQUEUED (r1exp.launch.requeue), and the requeued job resumes in the same run dir.
 
 Hydra takes launcher classes only from the `hydra_plugins` namespace: the presets in
 conf/hydra/launcher/slurm-*.yaml name `hydra_plugins.r1exp_slurm_launcher.SlurmLauncher`, this
@@ -99,6 +102,16 @@ class RecordingSlurmLauncher(submitit_launcher.SlurmLauncher):
             return super().launch(job_overrides, initial_job_idx)
         finally:
             submitit.AutoExecutor.map_array = map_array
+
+    def checkpoint(self, *args, **kwargs):
+        """submitit calls this in the job when Slurm's USR2 comes (the time limit is
+        `signal_delay_s` away, or the job is preempted), then requeues the job with what it
+        returns and exits. The controller running in this process stops its workers and marks
+        the run REQUEUED first: after the requeue Slurm kills the job within KillWait."""
+        from r1exp.launch import requeue
+
+        requeue.prepare()
+        return super().checkpoint(*args, **kwargs)
 
     def lost_job_return(self, job, overrides: list[str], job_num: int) -> JobReturn:
         """Record a job that ended without a result; a return the sweep counts as FAILED."""
