@@ -121,6 +121,10 @@ def catalog(tiny: bool, explore: bool) -> dict[str, list[Variant]]:
                     role="memory", **{**grpo, "seq": 32 if tiny else 512, "batch": 8},
                     warmup=0, measure=2),
         ]
+        parts["grpo-vllm"] += [  # is the profile's allocator setting what slows vLLM?
+            Variant("grpo_r1exp_vllm_no_profile_env", vllm=True, profile_env=False, **grpo,
+                    **(quick or dict(warmup=2, measure=5))),
+        ]
         parts["grpo"] += [
             Variant("grpo_r1exp_uncompiled", overrides=no_compile, **grpo,
                     **(quick or dict(warmup=1, measure=3))),
@@ -189,7 +193,7 @@ def _environment(variant: Variant) -> dict[str, str]:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
-    if variant.side == "r1exp":
+    if variant.side == "r1exp" and variant.profile_env:
         profile = OmegaConf.load(CONF_DIR / "hardware" / "1xh100.yaml")
         env.update({k: str(v) for k, v in profile.env.items()})
     return env
