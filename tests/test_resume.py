@@ -218,6 +218,18 @@ def test_reattach_continues_the_same_mlflow_run_and_skips_logged_points(tmp_path
     assert client.get_run(run_id).data.tags["r1exp.attempts"] == "2"
     logged = already_logged(run)
     assert logged("loss", 3) and not logged("loss", 4) and not logged("grad_norm", 1)
+    # The worker of the continued run skips those points even when it starts over without a
+    # checkpoint (a Slurm job requeued before its first one): steps 1-3 are not logged twice.
+    from types import SimpleNamespace
+
+    from r1exp.tracking.callback import MlflowMetricsCallback
+
+    callback = MlflowMetricsCallback(run, resuming=False)
+    for step in (2, 4):
+        callback.on_log(None, SimpleNamespace(is_world_process_zero=True, global_step=step),
+                        None, logs={"loss": 9.0})
+    assert sorted((m.step, m.value) for m in client.get_metric_history(run_id, "loss")) == \
+        [(1, 1.0), (2, 0.5), (3, 1.0 / 3), (4, 9.0)]
     assert reattach_run(typed(tmp_path / "run", "logger=none"), tmp_path / "run") is None
     (tmp_path / "run" / "mlflow_run_id").write_text("0" * 32)  # not in this store
     assert reattach_run(cfg, tmp_path / "run") is None

@@ -34,6 +34,7 @@ RESUMED_IN_FILE = "resumed_in"
 LOCK_FILE = ".r1exp.lock"
 MLFLOW_RUN_ID_FILE = "mlflow_run_id"  # written by r1exp.tracking.mlflow_run.open_run
 STATUS_FILE = "status"                # written by the controller when a run ends
+ATTEMPTS_TAG = "r1exp.attempts"       # on a run continued by a later attempt (reattach_run)
 CHECKPOINTS_DIR = "checkpoints"       # trainer output dir (r1exp.stages.training)
 FINAL_MODEL_DIR = "model"             # the saved model (r1exp.stages.training)
 # Keys that differ between attempts of the same run without changing what it computes.
@@ -204,8 +205,8 @@ def reattach_run(cfg: DictConfig, run_dir: Path):
                     type(err).__name__)
         return None
     client.update_run(run_id, status="RUNNING")
-    attempts = int(previous.data.tags.get("r1exp.attempts", "1")) + 1
-    client.set_tag(run_id, "r1exp.attempts", str(attempts))
+    attempts = int(previous.data.tags.get(ATTEMPTS_TAG, "1")) + 1
+    client.set_tag(run_id, ATTEMPTS_TAG, str(attempts))
     log.info("continuing MLflow run %s (attempt %d)", run_id, attempts)
     return TrackedRun(client, run_id, uri, run_dir)  # pending metrics of earlier attempts too
 

@@ -23,13 +23,15 @@ class MlflowMetricsCallback(TrainerCallback):
     """Logs every `on_log` dict at the trainer's global step. Never ends the run.
 
     With `resuming=True`, the steps between the last checkpoint and an interruption run twice;
-    points the run already holds are not logged again.
+    points the run already holds are not logged again. The same holds in a run that an earlier
+    attempt logged to (r1exp.launch.resume.reattach_run tags it), even without a checkpoint: a
+    Slurm job requeued before its first checkpoint redoes its steps from the start.
     """
 
     def __init__(self, run: TrackedRun | None = None, *, resuming: bool = False):
         self.run = run if run is not None else attached_run()
         self.logged = None
-        if resuming and self.run is not None:
+        if self.run is not None and (resuming or _continued(self.run)):
             from r1exp.launch.resume import already_logged
 
             self.logged = already_logged(self.run)
@@ -41,6 +43,15 @@ class MlflowMetricsCallback(TrainerCallback):
                    and not (self.logged and self.logged(k, state.global_step))}
         if numeric:
             self.run.log_metrics(numeric, step=state.global_step)
+
+
+def _continued(run: TrackedRun) -> bool:
+    from r1exp.launch.resume import ATTEMPTS_TAG
+
+    try:
+        return ATTEMPTS_TAG in run.client.get_run(run.run_id).data.tags
+    except Exception:  # the tracking server is away: log as a first attempt does
+        return False
 
 
 class CompletionTableCallback(TrainerCallback):
