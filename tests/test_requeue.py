@@ -97,3 +97,21 @@ def test_sigterm_is_noted_only_in_a_submitit_slurm_job(monkeypatch):
         assert not termination.seen  # each controller starts with a clean slate
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_signal_after_the_run_ended_does_not_requeue_it(monkeypatch):
+    # submitit's handler would requeue a finished run; the requeued job would then refuse to
+    # train past max_steps and report a failure for a job that succeeded.
+    requeues = []
+    previous = signal.signal(requeue.PREEMPT_SIGNAL, lambda signum, frame: requeues.append(1))
+    try:
+        monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+        requeue.ignore_from_now_on()  # not a submitit job: nothing changes
+        os.kill(os.getpid(), requeue.PREEMPT_SIGNAL)
+        assert requeues == [1]
+        monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+        requeue.ignore_from_now_on()
+        os.kill(os.getpid(), requeue.PREEMPT_SIGNAL)
+        assert requeues == [1]
+    finally:
+        signal.signal(requeue.PREEMPT_SIGNAL, previous)

@@ -24,10 +24,10 @@ from slurm.harness import mlflow_runs, run_r1exp, slurm_cluster, tiny_model  # n
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-MAX_STEPS = 80
+MAX_STEPS = 120
 SAVE_STEPS = 10
-# SFT of the tiny model, deterministic: ~0.5 s a step on one core (128 sequences a step), so a
-# signal lands mid-run and the redone steps after the last checkpoint are few.
+# SFT of the tiny model, deterministic: 0.3-0.5 s a step on one core (128 sequences a step), so
+# a signal lands mid-run and the redone steps after the last checkpoint are few.
 TRAINING = ["experiment=smoke-sft", f"train.max_steps={MAX_STEPS}",
             f"train.save_steps={SAVE_STEPS}", "train.global_batch_size=128",
             "hardware.per_device_train_batch_size=1", "dataset.max_samples=256"]
@@ -142,24 +142,25 @@ def _submitit_log(sweep: Path, job_id: str) -> str:
 
 def test_a_job_at_its_time_limit_requeues_and_finishes_as_if_uninterrupted(
         tmp_path, slurm_cluster, tiny_model, uninterrupted_models):  # noqa: F811
-    # 1-minute limit, USR2 25 s before it: 5-35 s after the start (Slurm checks limits every
-    # 30 s), while training (~10 s after the start, 40 s long) is under way or about to start.
+    # 1-minute limit, USR2 20 s before it: 10-40 s after the start (slurmctld checks limits
+    # every 30 s). Training (from ~10 s, 40-55 s long) ends after 40 s: the signal always
+    # comes before the end, at the latest mid-run.
     sweep = tmp_path / "sweep"
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(
             run_r1exp, tmp_path, *SLURM_ON_CPU, "hydra.launcher.timeout_min=1",
-            "hydra.launcher.signal_delay_s=25", *_training(tiny_model),
+            "hydra.launcher.signal_delay_s=20", *_training(tiny_model),
             f"train.learning_rate={LEARNING_RATES[0]}", multirun=True,
             env=ONE_THREAD, timeout=600)
         job_id = _wait_for(lambda: _job_id_of(sweep, 0), 120, "the job to start")
+        # (what the run records while it waits is checked in the preemption test, where the
+        # signal comes at a known step; here it may come before the controller started)
         _wait_until_requeued(job_id)
-        _assert_waiting_to_continue(tmp_path, sweep / "0")
         _start_now(job_id, "TimeLimit=10")
         out = running.result(timeout=600)
     assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
     log = _submitit_log(sweep, job_id)
     assert "this job is timed-out" in log and f"Requeued job {job_id}" in log, log[-3000:]
-    assert "requeuing the Slurm job (time limit or preemption)" in log
 
     _, parents, children = mlflow_runs(tmp_path)
     (child,) = children  # the requeued attempt continued the job's run

@@ -115,6 +115,7 @@ def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
             status = requeue.REQUEUED
         raise
     finally:
+        requeue.ignore_from_now_on()
         ended = status != requeue.REQUEUED  # a requeued run was recorded before the requeue
         if ended:
             _end_run(status, run_dir, run)

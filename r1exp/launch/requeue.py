@@ -36,7 +36,7 @@ REQUEUED = "REQUEUED"   # the run dir's status while the job waits to run again
 # Slurm delivers the job's USR2 to every process of the step, the workers included; their
 # default action would kill them at once. They inherit it blocked: the controller decides.
 PREEMPT_SIGNAL = signal.SIGUSR2
-WORKER_STOP_GRACE_S = 20.0  # well inside submitit's default signal_delay_s (90 s in r1exp)
+WORKER_STOP_GRACE_S = 20.0  # well inside the presets' signal_delay_s (120 s)
 
 _hooks: list[Callable[[], None]] = []
 
@@ -58,6 +58,20 @@ def prepare() -> None:
             hook()
         except Exception:  # the requeue must still happen; the next attempt copes
             log.exception("preparing the requeue: %s failed", hook)
+
+
+def ignore_from_now_on() -> None:
+    """In a submitit Slurm job whose run is ending, let a late USR2 pass without a requeue: it
+    would rerun a finished run (refused as already trained) or a failed one, and the requeued
+    job, not this one, would report the result."""
+    if (os.environ.get("SUBMITIT_EXECUTOR") != "slurm"
+            or threading.current_thread() is not threading.main_thread()):
+        return
+
+    def too_late(signum, frame) -> None:
+        log.warning("Slurm's %s came as the run ended: not requeued", signal.Signals(signum).name)
+
+    signal.signal(PREEMPT_SIGNAL, too_late)
 
 
 class Termination:
