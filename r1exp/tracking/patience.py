@@ -24,7 +24,9 @@ MAX_DELAY_S = 10.0
 class Patience:
     def __init__(self, uri: str, wait_s: float | None = None):
         self.uri = uri
-        self.wait_s = UNREACHABLE_WAIT_S if wait_s is None else wait_s
+        if wait_s is None:  # a local store (sqlite, files) does not come back by waiting
+            wait_s = UNREACHABLE_WAIT_S if uri.startswith(("http://", "https://")) else 0.0
+        self.wait_s = wait_s
         self.deadline: float | None = None  # set at the first failure, cleared by a success
 
     def call(self, what: str, fn: Callable[[], Any]) -> tuple[bool, Any]:
@@ -39,9 +41,10 @@ class Patience:
                 now = time.monotonic()
                 if self.deadline is None:
                     self.deadline = now + self.wait_s
+                if now < self.deadline and delay == 1.0:
                     log.warning("MLflow tracking server %s is unreachable (%s); waiting up to "
-                                "%.0fs for it to %s", self.uri, describe(err), self.wait_s,
-                                what)
+                                "%.0fs for it to %s", self.uri, describe(err),
+                                self.deadline - now, what)
                 if now >= self.deadline:
                     log.warning("MLflow tracking server %s still unreachable: could not %s "
                                 "(%s)", self.uri, what, describe(err))

@@ -116,12 +116,14 @@ class PendingMetrics:
     def _append(self, run_id: str, metrics: list) -> None:
         if not metrics:
             return
-        line = json.dumps({"uri": self.uri, "run_id": run_id, "metrics": [
-            [m.key, m.value, m.timestamp, m.step] for m in metrics]})
         with self.path.open("a") as out:
-            out.write(line + "\n")
+            out.write(self._line(run_id, metrics))
             out.flush()
             os.fsync(out.fileno())  # a kill right after must not lose the step
+
+    def _line(self, run_id: str, metrics: list) -> str:
+        return json.dumps({"uri": self.uri, "run_id": run_id, "metrics": [
+            [m.key, m.value, m.timestamp, m.step] for m in metrics]}) + "\n"
 
     def _read(self) -> list[tuple[str, list]]:
         from mlflow.entities import Metric
@@ -140,9 +142,7 @@ class PendingMetrics:
 
     def _rewrite(self, batches: list[tuple[str, list]]) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        tmp.write_text("".join(json.dumps({"uri": self.uri, "run_id": run_id, "metrics": [
-            [m.key, m.value, m.timestamp, m.step] for m in metrics]}) + "\n"
-            for run_id, metrics in batches))
+        tmp.write_text("".join(self._line(run_id, metrics) for run_id, metrics in batches))
         os.replace(tmp, self.path)
 
 

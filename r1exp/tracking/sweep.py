@@ -341,11 +341,11 @@ def open_parent_run(config: DictConfig, sweep_dir: Path) -> dict[str, str] | Non
     if OmegaConf.select(config, "logger.name") in (None, "none"):
         return None
     from r1exp.tracking.mlflow_run import client_for, experiment_id, tracking_uri
+    from r1exp.tracking.patience import Patience
     from r1exp.tracking.source import source_tags
 
     uri = tracking_uri(config)
     client = client_for(uri)
-    exp_id = experiment_id(client, config.logger.experiment_name, uri)
     params = OmegaConf.select(config, "hydra.sweeper.params")  # None without a sweep file
     params = OmegaConf.to_container(params, resolve=True) if params is not None else {}
     tags = {
@@ -357,9 +357,13 @@ def open_parent_run(config: DictConfig, sweep_dir: Path) -> dict[str, str] | Non
         **source_tags(),
     }
     name = sweep_run_name(config)
-    run = client.create_run(exp_id, run_name=name, tags=tags)
-    log.info("MLflow parent run %s for sweep %s", run.info.run_id, sweep_dir)
-    return {"run_id": run.info.run_id, "tracking_uri": uri}
+    opened, run_id = Patience(uri).call("open the sweep's parent run", lambda: client.create_run(
+        experiment_id(client, config.logger.experiment_name, uri), run_name=name,
+        tags=tags).info.run_id)
+    if not opened:  # the jobs still track, as runs of their own
+        return None
+    log.info("MLflow parent run %s for sweep %s", run_id, sweep_dir)
+    return {"run_id": run_id, "tracking_uri": uri}
 
 
 def sweep_run_name(config: DictConfig) -> str:
