@@ -166,3 +166,22 @@ def test_controller_calls_wait_a_bounded_time_then_warn(tmp_path, monkeypatch, c
     refused = MlflowException("bad value", error_code=INVALID_PARAMETER_VALUE)
     with pytest.raises(MlflowException):  # an answer that is not an outage still raises
         Patience(uri).call("x", lambda: (_ for _ in ()).throw(refused))
+
+
+def test_a_controller_call_goes_through_once_the_server_is_back(monkeypatch, caplog):
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setattr(patience_module, "MAX_DELAY_S", 0.05)
+    refusals = iter(range(3))  # the server refuses three tries, then answers
+
+    def set_status():
+        if next(refusals, None) is not None:
+            raise MlflowException("API request failed with exception [Errno 111] Connection "
+                                  "refused")
+        return "FINISHED"
+
+    with caplog.at_level(logging.WARNING):
+        assert Patience("http://tracking:5000", wait_s=60).call("mark the run FINISHED",
+                                                                set_status) == (True, "FINISHED")
+    assert "waiting up to 60s for it to mark the run FINISHED" in caplog.text
+    assert "is back" in caplog.text and "still unreachable" not in caplog.text
