@@ -20,6 +20,7 @@ import pytest
 from slurm.harness import tiny_grpo, tiny_model  # noqa: F401
 
 from r1exp.launch.processes import free_port, wait_until_serving
+from r1exp.launch.summary import collect
 from r1exp.tracking import patience as patience_module
 from r1exp.tracking import pending as pending_module
 from r1exp.tracking.mlflow_run import TrackedRun, client_for
@@ -163,6 +164,8 @@ def test_controller_calls_wait_a_bounded_time_then_warn(tmp_path, monkeypatch, c
     warnings = caplog.text
     assert "could not upload status" in warnings
     assert "stays RUNNING" in warnings and "never reached MLflow" in warnings
+    summary = collect("FINISHED", "grpo", tmp_path, run)  # the run's last words, server away
+    assert summary.mlflow_command and summary.mlflow_url is None
     refused = MlflowException("bad value", error_code=INVALID_PARAMETER_VALUE)
     with pytest.raises(MlflowException):  # an answer that is not an outage still raises
         Patience(uri).call("x", lambda: (_ for _ in ()).throw(refused))

@@ -47,7 +47,14 @@ def collect(status: str, stage: str, run_dir: Path, run=None, recipe: str | None
                       eval_table=_eval_table(run_dir), counts=_generate_counts(run_dir))
     if run is not None:
         summary.mlflow_command = f"mlflow ui --backend-store-uri {run.tracking_uri}"
-        experiment = run.client.get_run(run.run_id).info.experiment_id
+        try:
+            experiment = run.client.get_run(run.run_id).info.experiment_id
+        except Exception as err:
+            from r1exp.tracking.pending import unreachable
+
+            if not unreachable(err):
+                raise
+            return summary  # the server is away (the log said so): no address to show
         summary.mlflow_url = f"{MLFLOW_UI_URL}/#/experiments/{experiment}/runs/{run.run_id}"
     return summary
 
