@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from r1exp.config.plan import TRAINING_STAGES, Plan, make_plan, uses_vllm_server
 from r1exp.config.validate import validate
 from r1exp.errors import ConfigError
-from r1exp.launch import rendezvous, requeue
+from r1exp.launch import allocator, rendezvous, requeue
 from r1exp.launch.preflight import preflight
 from r1exp.launch.processes import stop
 from r1exp.launch.resume import (
@@ -177,6 +177,8 @@ def _print_summary(status: str, cfg: DictConfig, run_dir: Path, run, tags: dict)
 
 def _run_workers(plan: Plan, cfg: DictConfig, run, log_name: str = WORKER_LOG) -> int:
     env = {**os.environ, **{k: str(v) for k, v in cfg.hardware.env.items()}}
+    if allocator.hosts_vllm_engine(cfg):
+        env = allocator.for_vllm(env)
     log_path = Path(cfg.paths.output_dir) / log_name
     if run is not None:
         env.update(run.env())

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from r1exp.launch.allocator import for_vllm
 from r1exp.launch.processes import free_port, stop, wait_until_serving
 from r1exp.launch.vllm_cli import command
 from r1exp.models.loading import TORCH_DTYPES
@@ -85,7 +86,7 @@ def running_server(cfg, model_dir: str, env: dict[str, str], run_dir: Path,
     training_devices, server_devices = device_split(
         cfg.hardware.devices_per_node, cfg.hardware.vllm.server_devices)
     port, group_port = free_port(), free_port()
-    server_env = {**env, "VLLM_SERVER_DEV_MODE": "1"}
+    server_env = {**for_vllm(env), "VLLM_SERVER_DEV_MODE": "1"}
     worker_env = {**env, SERVER_URL_ENV: f"http://127.0.0.1:{port}",
                   GROUP_PORT_ENV: str(group_port)}
     if cfg.hardware.accelerator == "cuda":

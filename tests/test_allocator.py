@@ -1,0 +1,42 @@
+"""Processes that host a vLLM engine run without PyTorch's expandable segments (measured to slow
+vLLM's generation; r1exp/launch/allocator.py), and keep the profile's other allocator settings."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from r1exp.launch.allocator import for_vllm, hosts_vllm_engine
+
+
+@pytest.mark.parametrize("conf,expected", [
+    ("expandable_segments:True", None),
+    ("expandable_segments:True,max_split_size_mb:512", "max_split_size_mb:512"),
+    ("max_split_size_mb:512, expandable_segments:True", "max_split_size_mb:512"),
+    ("max_split_size_mb:512", "max_split_size_mb:512"),
+])
+def test_only_expandable_segments_is_left_out(conf, expected):
+    env = for_vllm({"PYTORCH_CUDA_ALLOC_CONF": conf, "OTHER": "1"})
+    assert env.get("PYTORCH_CUDA_ALLOC_CONF") == expected
+    assert env["OTHER"] == "1"
+
+
+def _cfg(stage, backend="transformers", mode="colocate", eval_backend="transformers",
+         engine="transformers"):
+    return OmegaConf.create({
+        "stage": stage, "eval": {"backend": eval_backend}, "generate": {"engine": engine},
+        "hardware": {"generation_backend": backend, "vllm": {"mode": mode}}})
+
+
+@pytest.mark.parametrize("cfg,hosts", [
+    (_cfg("grpo", backend="vllm"), True),
+    (_cfg("grpo", backend="vllm", mode="server"), False),   # the server is its own process
+    (_cfg("grpo"), False),
+    (_cfg("eval", eval_backend="vllm"), True),
+    (_cfg("eval", eval_backend="lighteval"), False),
+    (_cfg("generate", engine="vllm"), True),
+    (_cfg("generate", engine="openai"), False),
+    (_cfg("sft", backend="vllm"), False),
+])
+def test_which_workers_host_an_engine(cfg, hosts):
+    assert hosts_vllm_engine(cfg) is hosts
