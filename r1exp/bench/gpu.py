@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from r1exp.bench.gpu_workloads import REPO_ROOT, Variant
+from r1exp.launch.allocator import for_vllm
 from r1exp.resources import CONF_DIR
 
 PARTS = ("sft", "grpo", "grpo-vllm", "memory")
@@ -121,10 +122,6 @@ def catalog(tiny: bool, explore: bool) -> dict[str, list[Variant]]:
                     role="memory", **{**grpo, "seq": 32 if tiny else 512, "batch": 8},
                     warmup=0, measure=2),
         ]
-        parts["grpo-vllm"] += [  # is the profile's allocator setting what slows vLLM?
-            Variant("grpo_r1exp_vllm_no_profile_env", vllm=True, profile_env=False, **grpo,
-                    **(quick or dict(warmup=2, measure=5))),
-        ]
         parts["grpo"] += [
             Variant("grpo_r1exp_uncompiled", overrides=no_compile, **grpo,
                     **(quick or dict(warmup=1, measure=3))),
@@ -193,9 +190,11 @@ def _environment(variant: Variant) -> dict[str, str]:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
-    if variant.side == "r1exp" and variant.profile_env:
+    if variant.side == "r1exp":
         profile = OmegaConf.load(CONF_DIR / "hardware" / "1xh100.yaml")
         env.update({k: str(v) for k, v in profile.env.items()})
+        if variant.vllm:  # as the controller starts a worker that hosts a vLLM engine
+            env = for_vllm(env)
     return env
 
 

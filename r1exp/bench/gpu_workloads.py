@@ -45,7 +45,6 @@ class Variant:
     beta: float = 0.0              # grpo
     accumulation: int = 1          # micro-batches per optimizer step (grpo: per generation)
     vllm: bool = False             # grpo: generate with vLLM colocated on the training GPU
-    profile_env: bool = True       # r1exp: run with the profile's environment (hardware.env)
     gradient_checkpointing: bool = False
     role: str = "speed"            # speed | memory (memory: few steps, peak only)
 
