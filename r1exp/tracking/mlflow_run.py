@@ -15,7 +15,9 @@ from typing import Any
 
 from r1exp.tracking.params import config_params, metric_name, used_choices, used_config
 from r1exp.tracking.patience import Patience
-from r1exp.tracking.pending import PENDING_FILE, PendingMetrics, describe, unreachable
+from r1exp.tracking.pending import (
+    MAX_BATCH, PENDING_FILE, PendingMetrics, describe, unreachable,
+)
 from r1exp.tracking.run_name import run_name
 from r1exp.tracking.source import source_tags
 
@@ -115,8 +117,8 @@ class TrackedRun:
                                lambda: self._send(self.run_id, batch))
 
     def _send(self, run_id: str, metrics: list) -> None:
-        for start in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+        for start in range(0, len(metrics), MAX_BATCH):
+            self.client.log_batch(run_id, metrics=metrics[start:start + MAX_BATCH])
 
     def log_table(self, frame, artifact_file: str) -> None:
         """A view for the UI (its data stays in the run dir): skipped while the server is
