@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 from transformers import TrainerCallback
@@ -16,7 +17,14 @@ def attached_run() -> TrackedRun | None:
     run_id, uri = os.environ.get(RUN_ID_ENV), os.environ.get(TRACKING_URI_ENV)
     if not run_id or not uri:
         return None
-    return TrackedRun(client_for(uri), run_id, uri, os.environ.get(RUN_DIR_ENV))
+    return _attached(run_id, uri, os.environ.get(RUN_DIR_ENV))
+
+
+@functools.lru_cache(maxsize=None)
+def _attached(run_id: str, uri: str, run_dir: str | None) -> TrackedRun:
+    # One per process: the callbacks share what they know of an outage (one warning, one
+    # retry clock) and append to the pending file in order.
+    return TrackedRun(client_for(uri), run_id, uri, run_dir)
 
 
 class MlflowMetricsCallback(TrainerCallback):
