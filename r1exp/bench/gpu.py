@@ -122,6 +122,11 @@ def catalog(tiny: bool, explore: bool) -> dict[str, list[Variant]]:
                     role="memory", **{**grpo, "seq": 32 if tiny else 512, "batch": 8},
                     warmup=0, measure=2),
         ]
+        parts["grpo-vllm"] += [  # r1exp's vLLM worker with the profile's allocator setting
+            Variant("grpo_r1exp_vllm_expandable", vllm=True,
+                    alloc_conf="expandable_segments:True", **grpo,
+                    **(quick or dict(warmup=2, measure=5))),
+        ]
         parts["grpo"] += [
             Variant("grpo_r1exp_uncompiled", overrides=no_compile, **grpo,
                     **(quick or dict(warmup=1, measure=3))),
@@ -195,6 +200,8 @@ def _environment(variant: Variant) -> dict[str, str]:
         env.update({k: str(v) for k, v in profile.env.items()})
         if variant.vllm:  # as the controller starts a worker that hosts a vLLM engine
             env = for_vllm(env)
+    if variant.alloc_conf is not None:
+        env["PYTORCH_CUDA_ALLOC_CONF"] = variant.alloc_conf
     return env
 
 

@@ -45,6 +45,7 @@ class Variant:
     beta: float = 0.0              # grpo
     accumulation: int = 1          # micro-batches per optimizer step (grpo: per generation)
     vllm: bool = False             # grpo: generate with vLLM colocated on the training GPU
+    alloc_conf: str | None = None  # PYTORCH_CUDA_ALLOC_CONF for this variant, in place of r1exp's
     gradient_checkpointing: bool = False
     role: str = "speed"            # speed | memory (memory: few steps, peak only)
 
