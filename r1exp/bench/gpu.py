@@ -1,7 +1,7 @@
 """GPU benchmark: r1exp's profile against plain TRL, and the memory estimate against the card.
 
     python -m r1exp.bench.gpu                     # every part, on a GPU machine (~15 min cold)
-    python -m r1exp.bench.gpu --parts sft,grpo    # some parts (sft, grpo, memory): ~8 min
+    python -m r1exp.bench.gpu --parts sft,grpo    # some parts (sft, grpo, grpo-vllm, memory)
     python -m r1exp.bench.gpu --explore           # plus one variant per single lever
     python -m r1exp.bench.gpu --tiny              # CPU and a tiny model: the bench's logic only
     python -m r1exp.bench.gpu --report a.json b.json   # table + JSON from saved results
@@ -15,6 +15,9 @@ Prints the tables, then one JSON line: sft_tok_s, sft_mfu, sft_speedup (r1exp's 
 packed, against the faster of plain TRL padded / packed), grpo_step_s, grpo_speedup_on_policy
 (same generation batch and sampling as plain TRL), grpo_speedup (with 4 optimizer steps per
 generation batch: same completions per step), memory (measured vs estimated GB per run).
+grpo-vllm: GRPO with vLLM colocated beside plain TRL with use_vllm=True (the peer open-r1's
+users run) on 16 x 256 and 256 x 1024 (R1-style) completions per step, with the step's phases;
+needs vLLM (the GPU bundle, docs/vllm.md). Its JSON keys: grpo_vllm_* and grpo_long_vllm_*.
 """
 
 from __future__ import annotations
