@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from r1exp.launch.resume import (
     FINGERPRINT_FILE, RESUMED_IN_FILE, RunClaim, adopt_run, already_logged, find_resumable_run,
     fingerprint, last_complete_checkpoint, reattach_run, refuse_finished_training,
 )
+from waiting import wait_for
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -245,16 +245,6 @@ COMMAND = [sys.executable, "-m", "r1exp", "experiment=smoke-sft", f"train.max_st
            "dataset.max_samples=8", "dataset.test_size=null"]
 
 
-def _wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _logged_losses(client, run_id: str) -> dict[int, float]:
     return {m.step: m.value for m in client.get_metric_history(run_id, "loss")}
 
@@ -270,10 +260,10 @@ def test_killed_worker_resumes_without_lost_or_repeated_steps(tmp_path):
     first = subprocess.Popen(COMMAND, cwd=tmp_path, env=env, stdout=first_log,
                              stderr=subprocess.STDOUT)
     try:
-        id_file = _wait_for(lambda: next(runs.glob("*/*/mlflow_run_id"), None), 120, "the run")
+        id_file = wait_for(lambda: next(runs.glob("*/*/mlflow_run_id"), None), 120, "the run")
         run_dir, run_id = id_file.parent, id_file.read_text().strip()
         client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/multirun_outputs/mlflow.db")
-        _wait_for(lambda: max(_logged_losses(client, run_id), default=0) >= KILL_AFTER_STEP,
+        wait_for(lambda: max(_logged_losses(client, run_id), default=0) >= KILL_AFTER_STEP,
                   400, f"step {KILL_AFTER_STEP}")
         worker = int(Path(f"/proc/{first.pid}/task/{first.pid}/children").read_text().split()[0])
         os.kill(worker, signal.SIGKILL)

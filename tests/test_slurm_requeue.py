@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from slurm.harness import mlflow_runs, run_r1exp, slurm_cluster, tiny_model  # noqa: F401
+from waiting import wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -58,16 +59,6 @@ def uninterrupted_models(tmp_path_factory, tiny_model) -> dict[str, Path]:  # no
     return {lr: tmp / "run" / "model" for lr, tmp in runs.items()}
 
 
-def _wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
 def _queue() -> dict[str, tuple[str, str]]:
     """{job id: (state, reason)} of every job slurmctld holds (array tasks as <array>_<task>)."""
     out = subprocess.run(["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T|%r"],
@@ -87,7 +78,7 @@ def _job_id_of(sweep: Path, job_num: int) -> str | None:
 
 
 def _wait_until_requeued(job_id: str) -> None:
-    _wait_for(lambda: _queue().get(job_id, ("", ""))[0] == "PENDING", 120,
+    wait_for(lambda: _queue().get(job_id, ("", ""))[0] == "PENDING", 120,
               f"job {job_id} requeued")
 
 
@@ -152,7 +143,7 @@ def test_a_job_at_its_time_limit_requeues_and_finishes_as_if_uninterrupted(
             "hydra.launcher.signal_delay_s=20", *_training(tiny_model),
             f"train.learning_rate={LEARNING_RATES[0]}", multirun=True,
             env=ONE_THREAD, timeout=600)
-        job_id = _wait_for(lambda: _job_id_of(sweep, 0), 120, "the job to start")
+        job_id = wait_for(lambda: _job_id_of(sweep, 0), 120, "the job to start")
         # (what the run records while it waits is checked in the preemption test, where the
         # signal comes at a known step; here it may come before the controller started)
         _wait_until_requeued(job_id)
@@ -180,10 +171,10 @@ def test_preempted_sweep_jobs_resume_with_one_child_run_per_job(
             run_r1exp, tmp_path, *SLURM_ON_CPU, "hydra.launcher.timeout_min=15",
             *_training(tiny_model), f"train.learning_rate={','.join(LEARNING_RATES)}",
             multirun=True, env=ONE_THREAD, timeout=900)
-        job_ids = [_wait_for(lambda: _job_id_of(sweep, job), 120, f"job {job} to start")
+        job_ids = [wait_for(lambda: _job_id_of(sweep, job), 120, f"job {job} to start")
                    for job in (0, 1)]
         for job in (0, 1):
-            _wait_for(lambda: _max_logged_step(tmp_path, sweep / str(job)) >= preempt_after,
+            wait_for(lambda: _max_logged_step(tmp_path, sweep / str(job)) >= preempt_after,
                       300, f"job {job} at step {preempt_after}")
         subprocess.run(["scancel", "--signal=USR2", job_ids[0]], check=True)
         subprocess.run(["scontrol", "requeue", job_ids[1]], check=True)
