@@ -146,7 +146,7 @@ RESTATED = {"test/algebra/1098.json", "test/prealgebra/1747.json"}
 def test_lighteval_and_native_eval_agree_sample_by_sample(tmp_path, shared_data, lighteval_env):
     from mlflow.tracking import MlflowClient
 
-    from r1exp.bench.lighteval_parity import parity
+    from tests.bench.lighteval_parity import parity
 
     rows = {json.loads(line)["unique_id"]: line
             for line in (shared_data / "math500.jsonl").read_text().splitlines()}
@@ -194,7 +194,7 @@ def test_lighteval_and_native_eval_agree_sample_by_sample(tmp_path, shared_data,
 
 
 def test_parity_sorts_differences_into_generation_and_scoring():
-    from r1exp.bench.lighteval_parity import compare
+    from tests.bench.lighteval_parity import compare
 
     def record(text, score):
         return {"completion": text, "score": score, "gold": "4", "extracted": None}

@@ -1,7 +1,7 @@
 """The memory-fit check: estimates against peaks measured on an H100, and the dry-run failure.
 
 MEASURED holds peak device memory (allocator peak + CUDA context and libraries) recorded by
-`python -m r1exp.bench.gpu` on an H100 80GB (torch 2.11, transformers 5.23, TRL 1.16,
+`python -m tests.bench.gpu` on an H100 80GB (torch 2.11, transformers 5.23, TRL 1.16,
 liger-kernel 0.8.5; three device calls on 2026-11-22, docs/performance.md). Each row is the
 benchmark variant that produced it, so the estimate is recomputed here exactly as the bench
 computes it, from the same composed config, without a GPU.
@@ -19,8 +19,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from r1exp.bench.gpu_workloads import Variant, estimate_gb
-from r1exp.bench.gpu_workloads import compose as compose_variant
+from tests.bench.gpu_workloads import Variant, estimate_gb
+from tests.bench.gpu_workloads import compose as compose_variant
 from r1exp.config.memory import GB, Shape, Workload, estimate, workload_from_config
 from r1exp.config.plan import make_plan
 from r1exp.config.validate import validate

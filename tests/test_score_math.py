@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from r1exp.bench.rewards import load_items
+from tests.bench.rewards import load_items
 from r1exp.rewards import (
     GoldParseError,
     MathScore,

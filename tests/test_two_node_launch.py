@@ -1,6 +1,6 @@
 """A two-node Slurm job simulated on this host, through the launch path multi-node jobs use.
 
-`python -m r1exp.bench.multi_gpu_validation --cpu` starts two controllers, each with the
+`python -m tests.bench.multi_gpu_validation --cpu` starts two controllers, each with the
 environment Slurm and submitit give a task of a `--nodes 2 --ntasks-per-node 1` job. Each finds
 the main node and its machine rank there and starts one gloo rank with `accelerate launch
 --machine_rank ...`. Same world size, same micro-batches, fp32: the losses must equal those of
@@ -12,18 +12,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from slurm.harness import tiny_model  # noqa: F401
 
 pytestmark = pytest.mark.slow
+# The bench is `tests.bench.*`: importable from the checkout's root, wherever pytest started.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_two_simulated_nodes_train_like_one_node(tmp_path, tiny_model):  # noqa: F811
     out = subprocess.run(
-        [sys.executable, "-m", "r1exp.bench.multi_gpu_validation", "--cpu",
+        [sys.executable, "-m", "tests.bench.multi_gpu_validation", "--cpu",
          "--runs", "sft-ddp,sft-2nodes", "--tokenizer", str(tiny_model), "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=900)
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
     one_node, two_nodes = runs["sft-ddp"], runs["sft-2nodes"]

@@ -71,6 +71,15 @@ def test_wheel_ships_conf_and_launchers(installed):
         assert f"r1exp/launchers/{path.relative_to(REPO_ROOT / 'launchers')}" in names
 
 
+def test_wheel_ships_no_benchmarks_or_tests(installed):
+    # The benchmarks and their device-call glue are tools of the checkout (tests/bench), not of
+    # an install; this catches a move back into the package or a packages.find that grows.
+    names = zipfile.ZipFile(installed["wheel"]).namelist()
+    tops = {name.split("/")[0] for name in names if ".dist-info/" not in name}
+    assert tops == {"r1exp", "hydra_plugins"}, tops
+    assert [name for name in names if "bench" in name.split("/")] == []
+
+
 def test_installed_r1exp_reads_its_own_files(installed):
     venv = installed["venv"].resolve()
     printed = run([installed["python"], "-c", "import r1exp, r1exp.resources as r; "

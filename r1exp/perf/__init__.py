@@ -1,7 +1,7 @@
 """Speed levers of the hardware profile (`hardware.perf`), applied by the training stages.
 
 Each lever keeps the training maths the same and is a knob in YAML; `docs/performance.md`
-says what each one measured on an H100. `python -m r1exp.bench.gpu` measures them against
+says what each one measured on an H100. `python -m tests.bench.gpu` measures them against
 plain TRL.
 """
 

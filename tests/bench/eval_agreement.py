@@ -1,6 +1,6 @@
 """Does r1exp's scorer agree with lighteval's math metric on identical predictions?
 
-    python -m r1exp.bench.eval_agreement [--samples <run>/eval/gsm8k/samples.jsonl ...]
+    python -m tests.bench.eval_agreement [--samples <run>/eval/gsm8k/samples.jsonl ...]
 
 Predictions: every MATH-500 reference solution (right), the same solution with its boxed answer
 swapped for the next problem's answer (wrong), the bare answer in `\\boxed{}` (right), and the

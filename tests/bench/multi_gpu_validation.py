@@ -1,8 +1,8 @@
 """Multi-GPU validation: r1exp's real multi-process paths against one process, same global batch.
 
-    python -m r1exp.bench.multi_gpu_validation --out /tmp/r1exp-2gpu            # 2 GPUs (~4 min)
-    python -m r1exp.bench.multi_gpu_validation --gpus 4 --out /tmp/r1exp-4gpu   # 4 GPUs
-    python -m r1exp.bench.multi_gpu_validation --cpu --out /tmp/r1exp-2cpu      # 2 gloo ranks
+    python -m tests.bench.multi_gpu_validation --out /tmp/r1exp-2gpu            # 2 GPUs (~4 min)
+    python -m tests.bench.multi_gpu_validation --gpus 4 --out /tmp/r1exp-4gpu   # 4 GPUs
+    python -m tests.bench.multi_gpu_validation --cpu --out /tmp/r1exp-2cpu      # 2 gloo ranks
 
 Every run is the `r1exp` CLI in a subprocess, so the controller starts the workers as users get
 them: `python -m r1exp.launch.worker` for one process, `accelerate launch --config_file
@@ -170,7 +170,7 @@ def grpo_server_overrides(run: Run) -> list[str]:
 # --- the per-rank probe ---------------------------------------------------------------------
 
 PROBE = r'''
-# Written by r1exp/bench/two_gpu_validation.py; active only where R1EXP_PROBE_DIR is set.
+# Written by tests/bench/multi_gpu_validation.py; active only where R1EXP_PROBE_DIR is set.
 import os, sys, time
 
 # GRPO's phases, timed per call (each includes what it calls: training_step holds

@@ -1,6 +1,6 @@
 """Do r1exp's own eval and the lighteval backend agree, sample by sample?
 
-    python -m r1exp.bench.lighteval_parity --benchmarks math500:100 gsm8k:50 aime24:30 \
+    python -m tests.bench.lighteval_parity --benchmarks math500:100 gsm8k:50 aime24:30 \
         --max-new-tokens 256 [--out DIR] [-- more r1exp overrides]
 
 Runs `r1exp stage=eval` twice on the same model, problems (the first N of each benchmark),

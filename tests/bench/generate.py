@@ -1,6 +1,6 @@
 """Benchmark: fixed batches vs a bounded stream against one OpenAI-compatible server, same work.
 
-    python -m r1exp.bench.generate [--requests 32] [--max-in-flight 8] [--endpoint URL]
+    python -m tests.bench.generate [--requests 32] [--max-in-flight 8] [--endpoint URL]
 
 Without --endpoint it starts a real `vllm serve` of --model (default: the embedded
 SmolLM2-135M; vLLM's CPU build through r1exp.launch.vllm_cli) on a free port of 127.0.0.1,
@@ -139,7 +139,7 @@ def run(endpoint: str, args) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m r1exp.bench.generate", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tests.bench.generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--endpoint", default=None,
                    help="an OpenAI-compatible …/v1 (default: start `vllm serve`)")

@@ -1,6 +1,6 @@
 """Benchmark: r1exp's math scorer against open-r1's accuracy reward, same items, one run.
 
-    python -m r1exp.bench.rewards [--data-dir ../shared/data] [--timeout-s 5]
+    python -m tests.bench.rewards [--data-dir ../shared/data] [--timeout-s 5]
 
 Items: every reference solution of MATH-500, GSM8K test and AIME24 scored against its own answer
 (must be correct), plus a wrong variant of each: the same solution against another problem's

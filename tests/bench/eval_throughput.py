@@ -1,8 +1,8 @@
 """Eval generation throughput: r1exp's transformers backend vs plain `model.generate`.
 
-    python -m r1exp.bench.eval_throughput --shape 1.5b --prompts 256 --prompt-len 256 \
+    python -m tests.bench.eval_throughput --shape 1.5b --prompts 256 --prompt-len 256 \
         --new-tokens 512
-    python -m r1exp.bench.eval_throughput --shape tiny       # CPU smoke: seconds
+    python -m tests.bench.eval_throughput --shape tiny       # CPU smoke: seconds
 
 A random-weight Qwen2 model of the given shape is built from `Qwen2Config(...)` (no hub), and
 N synthetic prompts of a fixed length are generated for, sampled with the R1 protocol

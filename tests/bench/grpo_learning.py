@@ -1,6 +1,6 @@
 """Does GRPO make the model better? Held-out accuracy before and after `smollm-arith-grpo`.
 
-    python -m r1exp.bench.grpo_learning [--steps 100] [--samples 4] [--hardware cpu]
+    python -m tests.bench.grpo_learning [--steps 100] [--samples 4] [--hardware cpu]
 
 Both measurements go through the eval stage (same prompts, sampling and scorer as the reward)
 on the arithmetic task's test split, which training never sees. Runs the real CLI twice: an

@@ -1,12 +1,12 @@
 """GPU benchmark: r1exp's profile against plain TRL, and the memory estimate against the card.
 
-    python -m r1exp.bench.gpu                     # every part, on a GPU machine (~15 min cold)
-    python -m r1exp.bench.gpu --parts sft,grpo    # some parts (sft, grpo, grpo-vllm, memory)
-    python -m r1exp.bench.gpu --explore           # plus one variant per single lever
-    python -m r1exp.bench.gpu --tiny              # CPU and a tiny model: the bench's logic only
-    python -m r1exp.bench.gpu --report a.json b.json   # table + JSON from saved results
+    python -m tests.bench.gpu                     # every part, on a GPU machine (~15 min cold)
+    python -m tests.bench.gpu --parts sft,grpo    # some parts (sft, grpo, grpo-vllm, memory)
+    python -m tests.bench.gpu --explore           # plus one variant per single lever
+    python -m tests.bench.gpu --tiny              # CPU and a tiny model: the bench's logic only
+    python -m tests.bench.gpu --report a.json b.json   # table + JSON from saved results
 
-Each variant runs in a process of its own (r1exp/bench/gpu_workloads.py), so compilation
+Each variant runs in a process of its own (tests/bench/gpu_workloads.py), so compilation
 caches, CUDA graphs and allocator state never leak between them and each peak is its own.
 Random-weight models of the conf/model shapes; generation lengths fixed; ratios are taken
 only between variants of one invocation (machines differ a lot, docs/performance.md).
@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from r1exp.bench.gpu_workloads import REPO_ROOT, Variant
+from tests.bench.gpu_workloads import REPO_ROOT, Variant
 from r1exp.launch.allocator import for_vllm
 from r1exp.resources import CONF_DIR
 
@@ -174,7 +174,7 @@ def _spawn(variant: Variant, out: Path, tiny: bool, limit_s: float) -> dict:
     work = out / variant.name
     work.mkdir(parents=True, exist_ok=True)
     result_file, log_file = work / "result.json", out / f"{variant.name}.log"
-    argv = [sys.executable, "-m", "r1exp.bench.gpu", "--one", json.dumps(asdict(variant)),
+    argv = [sys.executable, "-m", "tests.bench.gpu", "--one", json.dumps(asdict(variant)),
             "--out", str(work), "--result", str(result_file)] + (["--tiny"] if tiny else [])
     with open(log_file, "w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
@@ -304,7 +304,7 @@ def vllm_report(results: dict) -> list[str]:
 
 def reestimate(results: dict) -> None:
     """Replace each run's memory estimate by what the current estimator says (no GPU needed)."""
-    from r1exp.bench.gpu_workloads import compose, estimate_gb
+    from tests.bench.gpu_workloads import compose, estimate_gb
 
     for r in results.values():
         if r.get("peak_gb") and "variant" in r:
@@ -408,7 +408,7 @@ def _round(x):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m r1exp.bench.gpu", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.gpu", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--only", default="", help="comma-separated variant names")
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        from r1exp.bench.gpu_workloads import main_variant
+        from tests.bench.gpu_workloads import main_variant
 
         main_variant(args.one, args.out, args.result, args.tiny)
         return

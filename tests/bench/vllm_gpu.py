@@ -1,7 +1,7 @@
 """vLLM on the GPU: r1exp's vLLM paths end to end, and beside bare vLLM on the same prompts.
 
-    python -m r1exp.bench.vllm_gpu --out /tmp/vg                   # every part (2 GPUs)
-    python -m r1exp.bench.vllm_gpu --out /tmp/vg --parts eval,colocate
+    python -m tests.bench.vllm_gpu --out /tmp/vg                   # every part (2 GPUs)
+    python -m tests.bench.vllm_gpu --out /tmp/vg --parts eval,colocate
 
 Parts, each `python -m r1exp ...` as a user types it (logger=none; MLflow does not travel):
 - eval: `stage=eval eval.backend=vllm` on MATH-500 (greedy), then bare `vllm.LLM.generate` on
@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from r1exp.bench.multi_gpu_validation import (
+from tests.bench.multi_gpu_validation import (
     CHECK_LINE, NO_MULTICAST, OFFLINE, REPO_ROOT, VLLM_OFFLINE, build_model, run_one,
 )
 from r1exp.resources import CONF_DIR

@@ -1,4 +1,4 @@
-"""One variant of the GPU benchmark, run in a process of its own by `r1exp.bench.gpu`.
+"""One variant of the GPU benchmark, run in a process of its own by `tests.bench.gpu`.
 
 A variant trains a random-weight model of a conf/model shape for a few steps, either the way
 a plain TRL script would or through r1exp's own argument builders and fast paths
