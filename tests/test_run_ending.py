@@ -64,6 +64,12 @@ def test_the_notice_is_printed_and_without_the_recipe_runs_the_group_defaults(tm
     bare = dry_run("stage=sft", "~experiment")
     assert bare.returncode == 0, bare.stderr
     assert "recipe: none" in bare.stderr and "max_steps: -1" in bare.stdout
+    # a value the recipe set that the profile cannot take: the error comes with its origin
+    refused = dry_run("stage=sft", "hardware=8xh100")
+    assert refused.returncode == 2
+    assert refused.stderr.index("recipe: experiment=quickstart") < refused.stderr.index(
+        "train.global_batch_size=8 is not divisible")
+    assert "train.global_batch_size: " in refused.stderr  # the recipe's change is listed
 
 
 def test_the_worker_output_reaches_the_terminal_and_the_log(tmp_path, capfd):

@@ -55,10 +55,11 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, Plan]:
 
 def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
             parent_run_id: str | None = None, notice: str | None = None) -> dict[str, float]:
-    """`notice`: what the command line composed (r1exp.config.recipe), shown once it is valid."""
-    typed, plan = prepare(cfg)
+    """`notice`: what the command line composed (r1exp.config.recipe). Shown first: a config
+    error may name a value the recipe set (the quickstart's global batch of 8 on 8 GPUs)."""
     if notice:
         print(notice, file=sys.stderr, flush=True)
+    typed, plan = prepare(cfg)
     if typed.dry_run:
         print(OmegaConf.to_yaml(typed, resolve=True))
         print(plan.render())
