@@ -23,7 +23,7 @@ def main(cfg: DictConfig) -> dict | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from r1exp.config.recipe import announce
+    from r1exp.config.recipe import recipe_in_force
     from r1exp.launch.controller import WorkerFailed, config_error_exit, control
     from r1exp.launch.vllm_server import ServerFailed
 
@@ -36,10 +36,11 @@ def main(cfg: DictConfig) -> dict | None:
 
         # A failing job is recorded and the sweep goes on; `r1exp -m` exits 1 at the end.
         return run_sweep_job(cfg, tags)
+    recipe = recipe_in_force(cfg, runtime)
     try:
-        control(cfg, tags, notice=announce(cfg, runtime))
+        control(cfg, tags, notice=recipe.notice())
     except ConfigError as err:
-        config_error_exit(err)
+        config_error_exit(err, origin=recipe.origin_of(str(err)))
     except WorkerFailed as err:  # the worker printed its error, the summary says the rest
         print(f"r1exp: {err}", file=sys.stderr)
         sys.exit(err.returncode)

@@ -64,12 +64,17 @@ def test_the_notice_is_printed_and_without_the_recipe_runs_the_group_defaults(tm
     bare = dry_run("stage=sft", "~experiment")
     assert bare.returncode == 0, bare.stderr
     assert "recipe: none" in bare.stderr and "max_steps: -1" in bare.stdout
-    # a value the recipe set that the profile cannot take: the error comes with its origin
+    # a value the recipe set that the profile cannot take: the error says where it came from
     refused = dry_run("stage=sft", "hardware=8xh100")
     assert refused.returncode == 2
-    assert refused.stderr.index("recipe: experiment=quickstart") < refused.stderr.index(
-        "train.global_batch_size=8 is not divisible")
-    assert "train.global_batch_size: " in refused.stderr  # the recipe's change is listed
+    assert refused.stderr.startswith("r1exp: config error: train.global_batch_size=8 is not "
+                                     "divisible"), refused.stderr
+    assert refused.stderr.splitlines()[1] == (
+        "r1exp: train.global_batch_size set by the recipe experiment=quickstart (the default "
+        "of conf/config.yaml; '~experiment' runs without it)")
+    # an error about the user's own value names no recipe
+    own = dry_run("stage=sft", "train.learning_rate=-1")
+    assert own.returncode == 2 and len(own.stderr.splitlines()) == 1, own.stderr
 
 
 def test_the_worker_output_reaches_the_terminal_and_the_log(tmp_path, capfd):

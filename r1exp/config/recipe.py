@@ -9,6 +9,8 @@ how to run without it.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -83,11 +85,33 @@ def _leaves(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
-def announce(cfg: DictConfig, runtime) -> str:
-    """The paragraph for this Hydra job (`runtime`: its HydraConfig)."""
+@dataclass(frozen=True)
+class RecipeInForce:
+    experiment: str | None
+    named: bool                               # on the command line, not the default
+    changes: list[tuple[str, Any, Any]]
+
+    def notice(self) -> str:
+        return describe(self.experiment, self.named, self.changes)
+
+    def origin_of(self, message: str) -> str | None:
+        """A line saying the recipe set the keys a config error names, or None: an error
+        about the quickstart's global batch of 8 on 8 GPUs must not look like the user's."""
+        keys = [key for key, _, _ in self.changes
+                if re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message)]
+        if not keys:
+            return None
+        how = "named on the command line" if self.named else \
+            f"the default of conf/config.yaml; '{NO_RECIPE}' runs without it"
+        return f"{', '.join(keys)} set by the recipe experiment={self.experiment} ({how})"
+
+
+def recipe_in_force(cfg: DictConfig, runtime) -> RecipeInForce:
+    """The recipe of this Hydra job (`runtime`: its HydraConfig) and what it changed."""
     experiment = runtime.runtime.choices.get("experiment")
     overrides = list(runtime.overrides.task)
     named = any(o.split("=", 1)[0].lstrip("+~") == "experiment" for o in overrides)
     if not experiment:
-        return describe(None, named, [])
-    return describe(experiment, named, recipe_changes(cfg, compose_without_recipe(overrides)))
+        return RecipeInForce(None, named, [])
+    return RecipeInForce(experiment, named,
+                         recipe_changes(cfg, compose_without_recipe(overrides)))

@@ -55,11 +55,10 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, Plan]:
 
 def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
             parent_run_id: str | None = None, notice: str | None = None) -> dict[str, float]:
-    """`notice`: what the command line composed (r1exp.config.recipe). Shown first: a config
-    error may name a value the recipe set (the quickstart's global batch of 8 on 8 GPUs)."""
+    """`notice`: what the command line composed (r1exp.config.recipe), shown once it is valid."""
+    typed, plan = prepare(cfg)
     if notice:
         print(notice, file=sys.stderr, flush=True)
-    typed, plan = prepare(cfg)
     if typed.dry_run:
         print(OmegaConf.to_yaml(typed, resolve=True))
         print(plan.render())
@@ -254,6 +253,9 @@ def _read_metrics(run_dir: Path) -> dict[str, float]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def config_error_exit(err: ConfigError) -> None:
+def config_error_exit(err: ConfigError, origin: str | None = None) -> None:
+    """`origin`: where a value the error names came from, when not from the user."""
     print(f"r1exp: config error: {err}", file=sys.stderr)
+    if origin:
+        print(f"r1exp: {origin}", file=sys.stderr)
     sys.exit(2)
