@@ -15,9 +15,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from r1exp.rundir import EVAL_RESULTS, write_json_atomically
+
 log = logging.getLogger(__name__)
-EVAL_DIR = "eval"
-RESULTS_FILE = "results.json"
 SAMPLES_GLOB = "samples*.jsonl"
 # Columns of the printed table: (header, key in a benchmark's results, format).
 TABLE_COLUMNS = (
@@ -97,10 +97,8 @@ def _last_byte(path: Path) -> bytes:
 
 
 def write_results(out_dir: Path, results: dict) -> Path:
-    path = out_dir / RESULTS_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
-    tmp.replace(path)
+    path = out_dir / EVAL_RESULTS
+    write_json_atomically(path, results)
     return path
 
 

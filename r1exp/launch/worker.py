@@ -7,16 +7,13 @@ through MLFLOW_RUN_ID, runs the stage and, on rank 0, writes `metrics.json` for 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from r1exp.launch.worker_logging import configure as configure_logging
-
-METRICS_FILE = "metrics.json"
+from r1exp.rundir import RunDir, write_json_atomically
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"r1exp: config error: {err}", file=sys.stderr, flush=True)
         return 2
     if rank == 0:
-        out = Path(cfg.paths.output_dir) / METRICS_FILE
-        out.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        write_json_atomically(RunDir(cfg.paths.output_dir).metrics_file, metrics)
     return 0
 
 
