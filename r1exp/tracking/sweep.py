@@ -226,13 +226,13 @@ def record_failed_job(cfg: DictConfig, job_dir: Path, err: BaseException,
     run_dir = RunDir(run_dir_of(job_dir))
     if not run_dir.status_file.is_file():  # the controller did not get as far as a run
         job.write_status(FAILED)
-    elif run_dir.status_file.read_text().strip() == REQUEUED:  # it never ran again
+    elif run_dir.status() == REQUEUED:  # it never ran again
         run_dir.write_status(FAILED)
     if OmegaConf.select(cfg, "logger.name") in (None, "none") or not _is_tracking_node(cfg):
         return  # (node 0 of a multi-node job reports the failure)
-    if run_dir.mlflow_run_id_file.is_file():
+    if (run_id := run_dir.mlflow_run_id()) is not None:
         # Ended by the controller, unless the controller itself was killed mid-run.
-        _fail_if_running(cfg, run_dir.mlflow_run_id_file.read_text().strip(), err)
+        _fail_if_running(cfg, run_id, err)
         return
     from r1exp.tracking.mlflow_run import open_run
 
@@ -280,8 +280,7 @@ def record_lost_job(config: DictConfig, job_dir: Path, overrides: list[str], rea
 
 def run_dir_of(job_dir: Path) -> Path:
     """Where the job's run lives: its own dir, or the earlier attempt it resumed in."""
-    pointer = RunDir(job_dir).resumed_in_file
-    return Path(pointer.read_text().strip()) if pointer.is_file() else job_dir
+    return RunDir(job_dir).resumed_in() or job_dir
 
 
 def _is_tracking_node(cfg: DictConfig) -> bool:
@@ -411,16 +410,15 @@ def collect_jobs(sweep_dir: Path, metric: str, parent: dict[str, str] | None) ->
         if SNAPSHOT_DIR in job_dir.relative_to(sweep_dir).parts:
             continue
         overrides = [str(o) for o in OmegaConf.load(overrides_file)]
-        run_dir = run_dir_of(job_dir)
-        status_file, run_id_file = RunDir(run_dir).status_file, RunDir(run_dir).mlflow_run_id_file
+        run_dir = RunDir(run_dir_of(job_dir))
         jobs.append(JobResult(
             name=str(job_dir.relative_to(sweep_dir)),
             overrides=overrides,
             # No status file: the job never got to end its run (killed, node lost).
-            status=status_file.read_text().strip() if status_file.is_file() else "UNKNOWN",
-            run_id=run_id_file.read_text().strip() if run_id_file.is_file() else None,
+            status=run_dir.status() or "UNKNOWN",
+            run_id=run_dir.mlflow_run_id(),
             error=_first_line_of(RunDir(job_dir).error_file),
-            run_dir=run_dir,
+            run_dir=run_dir.path,
             params=dict(o.split("=", 1) for o in overrides if "=" in o),
         ))
     jobs.sort(key=lambda j: (not j.name.isdigit(), int(j.name) if j.name.isdigit() else 0, j.name))
@@ -437,11 +435,9 @@ def _first_line_of(path: Path) -> str | None:
 def metric_value(run_dir: Path, metric: str, run_id: str | None,
                  parent: dict[str, str] | None) -> float | None:
     """The job's final metric (metrics.json), else the last value its MLflow run logged."""
-    metrics_file = RunDir(run_dir).metrics_file
-    if metrics_file.is_file():
-        value = json.loads(metrics_file.read_text()).get(metric)
-        if isinstance(value, (int, float)):
-            return float(value)
+    value = RunDir(run_dir).metrics().get(metric)
+    if isinstance(value, (int, float)):
+        return float(value)
     if run_id and parent:
         from r1exp.tracking.mlflow_run import client_for
         from r1exp.tracking.params import metric_name
