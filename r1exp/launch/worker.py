@@ -13,13 +13,13 @@ import sys
 from omegaconf import OmegaConf
 
 from r1exp.launch.worker_logging import configure as configure_logging
-from r1exp.rundir import RunDir, write_json_atomically
+from r1exp.rundir import RESOLVED_CONFIG, RunDir, write_json_atomically
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m r1exp.launch.worker <run_dir>/resolved.yaml", file=sys.stderr)
+        print(f"usage: python -m r1exp.launch.worker <run_dir>/{RESOLVED_CONFIG}", file=sys.stderr)
         return 2
     cfg = OmegaConf.load(argv[0])
     rank = int(os.environ.get("RANK", "0"))
