@@ -21,6 +21,7 @@ imports, no torch, so the controller and the Hydra-free worker can both use it c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -155,6 +156,21 @@ class RunDir:
 
 def checkpoint_step(checkpoint: Path) -> int:
     return int(_CHECKPOINT.fullmatch(checkpoint.name).group(1))
+
+
+def canonical_json(data) -> str:
+    """One text per value, whatever the key order: what fingerprints hash."""
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def short_hash(text: str) -> str:
+    """The 16 hex digits every fingerprint in a run dir (and its eval and generate outputs)
+    is written as; changing them would make every earlier run look different."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fingerprint(data) -> str:
+    return short_hash(canonical_json(data))
 
 
 def write_atomically(path: Path, text: str) -> None:

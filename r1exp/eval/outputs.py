@@ -8,13 +8,13 @@ sampling); lines of other settings are ignored, never mixed in.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from r1exp import rundir
 from r1exp.rundir import EVAL_RESULTS, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,7 @@ TABLE_COLUMNS = (
 
 def fingerprint(settings: dict) -> str:
     """A short hash of everything that decides a sample: prompt, model, sampling."""
-    blob = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return rundir.fingerprint(settings)
 
 
 def samples_path(out_dir: Path, rank: int, world_size: int) -> Path:

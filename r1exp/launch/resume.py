@@ -16,8 +16,6 @@ Controller side only (no torch); `already_logged` also serves workers, to not lo
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -26,7 +24,7 @@ from collections.abc import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from r1exp.errors import ConfigError
-from r1exp.rundir import RunDir, checkpoint_step
+from r1exp.rundir import RunDir, canonical_json, checkpoint_step, short_hash
 
 log = logging.getLogger(__name__)
 ATTEMPTS_TAG = "r1exp.attempts"       # on a run continued by a later attempt (reattach_run)
@@ -45,8 +43,7 @@ def fingerprint(cfg: DictConfig) -> str:
             node = node.get(key, {})
         node.pop(leaf, None)
     # Values derived from the run dir (e.g. `${paths.output_dir}/x`) must not tell attempts apart.
-    text = json.dumps(data, sort_keys=True, default=str).replace(run_dir, "<run_dir>")
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return short_hash(canonical_json(data).replace(run_dir, "<run_dir>"))
 
 
 def refuse_finished_training(cfg: DictConfig, run_dir: Path) -> None:
