@@ -14,7 +14,6 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from r1exp import rundir
 from r1exp.rundir import EVAL_RESULTS, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -31,11 +30,6 @@ TABLE_COLUMNS = (
     ("wall s", "wall_time_s", "{:.1f}"),
     ("tok/s", "tokens_per_s", "{:.1f}"),
 )
-
-
-def fingerprint(settings: dict) -> str:
-    """A short hash of everything that decides a sample: prompt, model, sampling."""
-    return rundir.fingerprint(settings)
 
 
 def samples_path(out_dir: Path, rank: int, world_size: int) -> Path:

@@ -24,7 +24,7 @@ from r1exp.eval.backends import GENERATORS, PEERS, load, peer
 from r1exp.eval.backends.base import Request, Sampling
 from r1exp.eval.benchmarks import Problem, check_benchmarks, load_problems, num_samples
 from r1exp.eval.passk import k_values, summarize
-from r1exp.rundir import EVAL_DIR, EVAL_RESULTS, RunDir
+from r1exp.rundir import EVAL_DIR, EVAL_RESULTS, RunDir, fingerprint
 
 log = logging.getLogger(__name__)
 BARRIER_POLL_S = 2.0
@@ -79,7 +79,7 @@ def _generate_and_score(cfg, model_cfg, names, out: Path, rank: int, world_size:
         for name in names:
             bench_dir = out / name
             problems = load_problems(cfg, name)
-            config_hash = outputs.fingerprint(_settings(cfg, model_source, name))
+            config_hash = fingerprint(_settings(cfg, model_source, name))
             started = time.perf_counter()
             stats = _generate_share(cfg, generator, tokenizer, problems[rank::world_size],
                                     num_samples(cfg, name), bench_dir, config_hash, rank,
@@ -117,7 +117,7 @@ def _peer_results(cfg, model_cfg, names, out: Path, run) -> dict:
     for name in names:
         records = report.records[name]
         settings = {**_settings(cfg, report.model, name), "backend": cfg.eval.backend}
-        config_hash = outputs.fingerprint(settings)
+        config_hash = fingerprint(settings)
         with outputs.SampleLog(outputs.samples_path(out / name, 0, 1)) as sample_log:
             sample_log.write({**record, "config": config_hash} for record in records)
         stats = {"seconds": report.seconds, "new_samples": len(records),
