@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from r1exp.launch.resume import last_complete_checkpoint
+from r1exp.rundir import RunDir
 from r1exp.stages.training import drop_checkpoints
 
 
@@ -15,10 +15,10 @@ def test_dropping_checkpoints_keeps_the_completions_tables(tmp_path):
     completions = tmp_path / "checkpoints" / "completions" / "completions_00004.parquet"
     completions.parent.mkdir()
     completions.write_bytes(b"table")
-    assert last_complete_checkpoint(tmp_path).name == "checkpoint-12"
+    assert RunDir(tmp_path).last_complete_checkpoint().name == "checkpoint-12"
 
     drop_checkpoints(tmp_path)
-    assert last_complete_checkpoint(tmp_path) is None and completions.is_file()
+    assert RunDir(tmp_path).last_complete_checkpoint() is None and completions.is_file()
 
 
 def test_the_quickstart_keeps_one_checkpoint_while_it_runs_and_none_once_done():

@@ -17,9 +17,10 @@ from hydra.core.global_hydra import GlobalHydra
 
 from r1exp.errors import ConfigError
 from r1exp.launch.controller import prepare
+from r1exp.rundir import RunDir
 from r1exp.launch.resume import (
-    FINGERPRINT_FILE, RESUMED_IN_FILE, RunClaim, adopt_run, already_logged, find_resumable_run,
-    fingerprint, last_complete_checkpoint, reattach_run, refuse_finished_training,
+    RunClaim, adopt_run, already_logged, find_resumable_run, fingerprint, reattach_run,
+    refuse_finished_training,
 )
 from waiting import wait_for
 
@@ -46,7 +47,7 @@ def make_run(run_dir: Path, cfg, *, status: str | None = "FAILED", checkpoint: i
              complete: bool = True) -> Path:
     """A run dir as an earlier controller leaves it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / FINGERPRINT_FILE).write_text(fingerprint(cfg) + "\n")
+    RunDir(run_dir).fingerprint_file.write_text(fingerprint(cfg) + "\n")
     if status:
         (run_dir / "status").write_text(status + "\n")
     if checkpoint is not None:
@@ -70,11 +71,11 @@ def test_fingerprint_ignores_what_differs_between_attempts(tmp_path):
 
 
 def test_last_complete_checkpoint_skips_one_cut_short(tmp_path):
-    assert last_complete_checkpoint(tmp_path) is None
+    assert RunDir(tmp_path).last_complete_checkpoint() is None
     make_run(tmp_path, typed(tmp_path), checkpoint=3)
     (tmp_path / "checkpoints" / "checkpoint-6").mkdir()  # killed while saving: no trainer_state
     (tmp_path / "checkpoints" / "checkpoint-10.tmp").mkdir()
-    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoints" / "checkpoint-3"
+    assert RunDir(tmp_path).last_complete_checkpoint() == tmp_path / "checkpoints" / "checkpoint-3"
 
 
 def test_finds_the_newest_unfinished_idle_run_of_the_same_config(tmp_path):
@@ -82,7 +83,7 @@ def test_finds_the_newest_unfinished_idle_run_of_the_same_config(tmp_path):
     now = typed(runs / "day2" / "now")
     older = make_run(runs / "day1" / "older", now)
     newer = make_run(runs / "day2" / "newer", now)
-    os.utime(older / FINGERPRINT_FILE, (1, 1))
+    os.utime(RunDir(older).fingerprint_file, (1, 1))
     assert find_resumable_run(now) == newer
     claim = RunClaim(newer, now)  # a controller is working in it
     assert find_resumable_run(now) == older
@@ -137,7 +138,7 @@ def test_adopting_a_run_moves_the_paths_and_leaves_a_pointer(tmp_path):
     adopted = adopt_run(now, earlier)
     assert adopted.paths.output_dir == str(earlier)
     assert fingerprint(adopted) == fingerprint(now)
-    assert (tmp_path / "runs" / "d" / "now" / RESUMED_IN_FILE).read_text().strip() == str(earlier)
+    assert RunDir(tmp_path / "runs" / "d" / "now").resumed_in() == earlier
 
 
 def test_rerun_in_the_same_dir_continues_there(tmp_path):
@@ -145,7 +146,7 @@ def test_rerun_in_the_same_dir_continues_there(tmp_path):
     make_run(tmp_path / "runs" / "d" / "run", now)  # hydra.run.dir fixed: same dir again
     assert find_resumable_run(now) == tmp_path / "runs" / "d" / "run"
     assert adopt_run(now, tmp_path / "runs" / "d" / "run") is now
-    assert not (tmp_path / "runs" / "d" / "run" / RESUMED_IN_FILE).exists()
+    assert not RunDir(tmp_path / "runs" / "d" / "run").resumed_in_file.exists()
 
 
 @pytest.mark.parametrize("status", [None, "REQUEUED", "KILLED", "FAILED"])
@@ -197,7 +198,7 @@ def test_a_run_dir_has_one_controller_at_a_time(tmp_path):
         RunClaim(tmp_path, cfg)
     claim.release()
     RunClaim(tmp_path, cfg).release()
-    assert (tmp_path / FINGERPRINT_FILE).read_text().strip() == fingerprint(cfg)
+    assert RunDir(tmp_path).fingerprint_file.read_text().strip() == fingerprint(cfg)
 
 
 def test_reattach_continues_the_same_mlflow_run_and_skips_logged_points(tmp_path):
@@ -274,7 +275,7 @@ def test_killed_worker_resumes_without_lost_or_repeated_steps(tmp_path):
         first_log.close()
     assert (run_dir / "status").read_text().strip() == "FAILED"
     killed_losses = _logged_losses(client, run_id)
-    resumed_from = int(last_complete_checkpoint(run_dir).name.split("-")[1])
+    resumed_from = int(RunDir(run_dir).last_complete_checkpoint().name.split("-")[1])
     assert resumed_from < max(killed_losses)  # some steps were done but not checkpointed
 
     second = subprocess.run(COMMAND, cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -282,7 +283,7 @@ def test_killed_worker_resumes_without_lost_or_repeated_steps(tmp_path):
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
 
     # the rerun got a new Hydra dir, and continued in the killed one
-    pointers = list(runs.glob(f"*/*/{RESUMED_IN_FILE}"))
+    pointers = list(runs.glob("*/*/resumed_in"))
     assert [p.read_text().strip() for p in pointers] == [str(run_dir)]
     assert (run_dir / "status").read_text().strip() == "FINISHED"
     state = json.loads((run_dir / "checkpoints" / f"checkpoint-{MAX_STEPS}" / "trainer_state.json")

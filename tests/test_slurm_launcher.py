@@ -13,7 +13,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 from test_config import CONF
 
-from r1exp.tracking.sweep import RUN_ID_FILE, SWEEP_FILE, collect_jobs, record_lost_job
+from r1exp.rundir import RunDir
+from r1exp.tracking.sweep import SWEEP_FILE, collect_jobs, record_lost_job
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
                     reason="the slurm extra (hydra-submitit-launcher) is not installed")
@@ -118,7 +119,7 @@ def test_a_job_killed_mid_run_ends_its_own_run(tmp_path):
     (job_dir / "overrides.yaml").write_text(f"- {overrides[0]}\n")
     # what a controller leaves when it is killed: a RUNNING run, no status file
     running = client.create_run(experiment, tags={"mlflow.parentRunId": parent}).info.run_id
-    (sweep_dir / "0" / RUN_ID_FILE).write_text(running)
+    RunDir(sweep_dir / "0").mlflow_run_id_file.write_text(running)
 
     record_lost_job(job_config(sweep_dir, 0, overrides), sweep_dir / "0", overrides,
                     "Slurm job 7_0 ended without a result (state OUT_OF_MEMORY)")
@@ -140,7 +141,7 @@ def test_a_requeued_job_that_never_ran_again_ends_failed(tmp_path):
     (job_dir / ".hydra" / "overrides.yaml").write_text(f"- {overrides[0]}\n")
     waiting = client.create_run(experiment, tags={"mlflow.parentRunId": parent}).info.run_id
     client.update_run(waiting, status="SCHEDULED")
-    (job_dir / RUN_ID_FILE).write_text(waiting)
+    RunDir(job_dir).mlflow_run_id_file.write_text(waiting)
     (job_dir / "status").write_text("REQUEUED\n")
 
     record_lost_job(job_config(sweep_dir, 0, overrides), job_dir, overrides,

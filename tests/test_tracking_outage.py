@@ -25,7 +25,8 @@ from r1exp.tracking import patience as patience_module
 from r1exp.tracking import pending as pending_module
 from r1exp.tracking.mlflow_run import TrackedRun, client_for
 from r1exp.tracking.patience import Patience
-from r1exp.tracking.pending import PENDING_FILE, PendingMetrics
+from r1exp.rundir import RunDir
+from r1exp.tracking.pending import PendingMetrics
 
 STEPS = 40
 # The server stays away a minute (the outage), and at least until the run has kept
@@ -74,7 +75,7 @@ def wait_for(condition, what: str, timeout_s: float = 300) -> None:
 
 
 def pending_batches(run_dir: Path) -> int:
-    path = run_dir / PENDING_FILE
+    path = RunDir(run_dir).pending_metrics_file
     return len(path.read_text().splitlines()) if path.is_file() else 0
 
 
@@ -108,7 +109,7 @@ def test_training_outlives_a_tracking_server_outage(tmp_path, server, tiny_model
     assert kept_during_outage >= 1, "no step was logged while the server was away"
 
     assert (run_dir / "status").read_text() == "FINISHED\n"
-    assert not (run_dir / PENDING_FILE).exists(), "metrics left behind"
+    assert not (RunDir(run_dir).pending_metrics_file).exists(), "metrics left behind"
     client = client_for(server.uri)
     run_id = (run_dir / "mlflow_run_id").read_text().strip()
     assert client.get_run(run_id).info.status == "FINISHED"
@@ -134,7 +135,7 @@ def test_pending_metrics_wait_in_order_and_go_out_once_the_server_is_back(tmp_pa
                                   "Connection refused")
         received.extend((run_id, m.key, m.step) for m in metrics)
 
-    pending = PendingMetrics(tmp_path / PENDING_FILE, "http://127.0.0.1:1")
+    pending = PendingMetrics(RunDir(tmp_path).pending_metrics_file, "http://127.0.0.1:1")
     pending.log(send, "r", [Metric("loss", 1.0, 1, 1)])
     server_up["up"] = False
     pending.log(send, "r", [Metric("loss", 0.9, 2, 2)])

@@ -16,6 +16,7 @@ from r1exp.config.memory import (
 from r1exp.errors import ConfigError
 from r1exp.launch import rendezvous
 from r1exp.resources import LAUNCHERS_DIR
+from r1exp.rundir import RESOLVED_CONFIG
 
 TRAINING_STAGES = ("sft", "grpo")
 ACCELERATE_MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -52,7 +53,7 @@ def uses_vllm_server(cfg: DictConfig) -> bool:
     return cfg.stage == "grpo" and hw.generation_backend == "vllm" and hw.vllm.mode == "server"
 
 
-def make_plan(cfg: DictConfig, resolved_yaml: str = "<run_dir>/resolved.yaml") -> Plan:
+def make_plan(cfg: DictConfig, resolved_yaml: str = f"<run_dir>/{RESOLVED_CONFIG}") -> Plan:
     """Derive world size and batch split from a validated config; ConfigError if impossible."""
     hw = cfg.hardware
     devices = hw.num_nodes * hw.devices_per_node

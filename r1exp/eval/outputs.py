@@ -8,16 +8,15 @@ sampling); lines of other settings are ignored, never mixed in.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from r1exp.rundir import EVAL_RESULTS, write_json_atomically
+
 log = logging.getLogger(__name__)
-EVAL_DIR = "eval"
-RESULTS_FILE = "results.json"
 SAMPLES_GLOB = "samples*.jsonl"
 # Columns of the printed table: (header, key in a benchmark's results, format).
 TABLE_COLUMNS = (
@@ -31,12 +30,6 @@ TABLE_COLUMNS = (
     ("wall s", "wall_time_s", "{:.1f}"),
     ("tok/s", "tokens_per_s", "{:.1f}"),
 )
-
-
-def fingerprint(settings: dict) -> str:
-    """A short hash of everything that decides a sample: prompt, model, sampling."""
-    blob = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def samples_path(out_dir: Path, rank: int, world_size: int) -> Path:
@@ -97,10 +90,8 @@ def _last_byte(path: Path) -> bytes:
 
 
 def write_results(out_dir: Path, results: dict) -> Path:
-    path = out_dir / RESULTS_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
-    tmp.replace(path)
+    path = out_dir / EVAL_RESULTS
+    write_json_atomically(path, results)
     return path
 
 

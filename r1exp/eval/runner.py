@@ -24,6 +24,7 @@ from r1exp.eval.backends import GENERATORS, PEERS, load, peer
 from r1exp.eval.backends.base import Request, Sampling
 from r1exp.eval.benchmarks import Problem, check_benchmarks, load_problems, num_samples
 from r1exp.eval.passk import k_values, summarize
+from r1exp.rundir import EVAL_DIR, EVAL_RESULTS, RunDir, fingerprint
 
 log = logging.getLogger(__name__)
 BARRIER_POLL_S = 2.0
@@ -40,7 +41,7 @@ def evaluate_model(cfg, model_dir: str | None = None, benchmarks=None,
     """
     names = list(cfg.eval.benchmarks if benchmarks is None else benchmarks)
     check_benchmarks(cfg, names, "eval.benchmarks" if benchmarks is None else "train.benchmarks")
-    out = Path(out_dir) if out_dir is not None else Path(cfg.paths.output_dir) / outputs.EVAL_DIR
+    out = Path(out_dir) if out_dir is not None else RunDir(cfg.paths.output_dir).eval_dir
     model_cfg = cfg.model
     if model_dir is not None:
         model_cfg = OmegaConf.merge(cfg.model, {"path": str(model_dir)})
@@ -54,9 +55,9 @@ def evaluate_model(cfg, model_dir: str | None = None, benchmarks=None,
         return {}
     outputs.write_results(out, results)
     # The table itself ends the run's summary block (r1exp.launch.summary), printed once.
-    log.info("eval results in %s", out / outputs.RESULTS_FILE)
+    log.info("eval results in %s", out / EVAL_RESULTS)
     if run is not None:
-        run.log_artifacts(out, outputs.EVAL_DIR)
+        run.log_artifacts(out, EVAL_DIR)
     return outputs.mlflow_metrics(results)
 
 
@@ -78,7 +79,7 @@ def _generate_and_score(cfg, model_cfg, names, out: Path, rank: int, world_size:
         for name in names:
             bench_dir = out / name
             problems = load_problems(cfg, name)
-            config_hash = outputs.fingerprint(_settings(cfg, model_source, name))
+            config_hash = fingerprint(_settings(cfg, model_source, name))
             started = time.perf_counter()
             stats = _generate_share(cfg, generator, tokenizer, problems[rank::world_size],
                                     num_samples(cfg, name), bench_dir, config_hash, rank,
@@ -106,7 +107,7 @@ def _peer_results(cfg, model_cfg, names, out: Path, run) -> dict:
         report = peer(cfg.eval.backend).evaluate(cfg, model_cfg, problems, out)
     except BaseException:
         if run is not None:  # the peer's log goes with the run that is about to be FAILED
-            run.log_artifacts(out, outputs.EVAL_DIR)
+            run.log_artifacts(out, EVAL_DIR)
         raise
     results = {
         "model": report.model, "backend": cfg.eval.backend, "num_samples": cfg.eval.num_samples,
@@ -116,7 +117,7 @@ def _peer_results(cfg, model_cfg, names, out: Path, run) -> dict:
     for name in names:
         records = report.records[name]
         settings = {**_settings(cfg, report.model, name), "backend": cfg.eval.backend}
-        config_hash = outputs.fingerprint(settings)
+        config_hash = fingerprint(settings)
         with outputs.SampleLog(outputs.samples_path(out / name, 0, 1)) as sample_log:
             sample_log.write({**record, "config": config_hash} for record in records)
         stats = {"seconds": report.seconds, "new_samples": len(records),

@@ -6,11 +6,9 @@ training happens in fresh processes: no CUDA/NCCL state is shared between sweep 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from contextlib import ExitStack
@@ -27,12 +25,10 @@ from r1exp.launch.processes import stop
 from r1exp.launch.resume import (
     RunClaim, adopt_run, find_resumable_run, reattach_run, refuse_finished_training,
 )
-from r1exp.launch.worker import METRICS_FILE
-from r1exp.launch.worker_output import WORKER_LOG, teed_process
+from r1exp.launch.worker_output import teed_process
+from r1exp.rundir import RunDir, write_atomically
 
 log = logging.getLogger(__name__)
-RESOLVED_FILE = "resolved.yaml"
-STATUS_FILE = "status"
 WATCH_INTERVAL_S = 5  # how often the controller checks what the workers depend on
 
 
@@ -49,8 +45,8 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, Plan]:
     """Resolve every interpolation once, validate, derive the plan. Raises ConfigError."""
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     typed = validate(resolved)
-    run_dir = Path(typed.paths.output_dir)
-    return typed, make_plan(typed, resolved_yaml=str(run_dir / RESOLVED_FILE))
+    run_dir = RunDir(typed.paths.output_dir)
+    return typed, make_plan(typed, resolved_yaml=str(run_dir.resolved_config))
 
 
 def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
@@ -68,14 +64,14 @@ def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
     resumed = find_resumable_run(typed)  # an unfinished earlier attempt of this config
     if resumed is not None:
         typed = adopt_run(typed, resumed)
-        plan = make_plan(typed, resolved_yaml=str(resumed / RESOLVED_FILE))
+        plan = make_plan(typed, resolved_yaml=str(RunDir(resumed).resolved_config))
     run_dir = Path(typed.paths.output_dir)
     refuse_finished_training(typed, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     claim = RunClaim(run_dir, typed) if machine_rank == 0 else None  # lock + fingerprint
     # Every node of a multi-node run writes the same file into the shared run dir: atomically,
     # so no worker reads a half-written one.
-    _write_atomically(run_dir / RESOLVED_FILE, OmegaConf.to_yaml(typed, resolve=True))
+    write_atomically(RunDir(run_dir).resolved_config, OmegaConf.to_yaml(typed, resolve=True))
     if machine_rank != 0:
         return _run_untracked_node(plan, typed, machine_rank)
 
@@ -102,7 +98,7 @@ def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
         status = "FINISHED" if returncode == 0 else "FAILED"
         if returncode != 0:
             raise WorkerFailed(f"stage '{typed.stage}' worker exited with status {returncode}; "
-                               f"its output is in {run_dir / WORKER_LOG}", returncode)
+                               f"its output is in {RunDir(run_dir).worker_log}", returncode)
         metrics = _read_metrics(run_dir)
         if run is not None:
             run.log_metrics(metrics)
@@ -125,10 +121,12 @@ def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
 
 
 def _end_run(status: str, run_dir: Path, run) -> None:
-    (run_dir / STATUS_FILE).write_text(status + "\n")
+    rundir = RunDir(run_dir)
+    rundir.write_status(status)
     if run is not None:
-        for name in (RESOLVED_FILE, METRICS_FILE, STATUS_FILE, ".hydra"):
-            run.log_artifacts(run_dir / name, None if name != ".hydra" else ".hydra")
+        for path in (rundir.resolved_config, rundir.metrics_file, rundir.status_file):
+            run.log_artifacts(path)
+        run.log_artifacts(run_dir / ".hydra", ".hydra")
         for logfile in run_dir.glob("*.log"):
             run.log_artifacts(logfile)
         run.finish(status)
@@ -137,29 +135,22 @@ def _end_run(status: str, run_dir: Path, run) -> None:
 def _mark_requeued(run_dir: Path, run) -> None:
     """The run waits to continue: status REQUEUED (a resumable, unfinished run), its MLflow run
     SCHEDULED, not FAILED, so nothing reads it as over; the next attempt sets it RUNNING."""
-    from r1exp.launch.resume import last_complete_checkpoint
-
-    checkpoint = last_complete_checkpoint(run_dir)
+    checkpoint = RunDir(run_dir).last_complete_checkpoint()
     log.warning("requeuing the Slurm job (time limit or preemption); the next attempt "
                 "continues in %s from %s", run_dir, checkpoint.name if checkpoint else "the start")
-    (run_dir / STATUS_FILE).write_text(requeue.REQUEUED + "\n")
+    RunDir(run_dir).write_status(requeue.REQUEUED)
     if run is not None:
         run.client.update_run(run.run_id, status="SCHEDULED")
 
 
 def _run_untracked_node(plan: Plan, cfg: DictConfig, machine_rank: int) -> dict[str, float]:
     """Nodes after the first only start their ranks: node 0 owns the MLflow run and metrics."""
-    returncode = _run_workers(plan, cfg, None, log_name=f"worker-node{machine_rank}.log")
+    log_path = RunDir(cfg.paths.output_dir).node_log(machine_rank)
+    returncode = _run_workers(plan, cfg, None, log_path=log_path)
     if returncode != 0:
         raise WorkerFailed(f"stage '{cfg.stage}' workers of machine rank {machine_rank} exited "
                            f"with status {returncode}", returncode)
     return {}
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _print_summary(status: str, cfg: DictConfig, run_dir: Path, run, tags: dict) -> None:
@@ -175,11 +166,11 @@ def _print_summary(status: str, cfg: DictConfig, run_dir: Path, run, tags: dict)
     print(text, flush=True)
 
 
-def _run_workers(plan: Plan, cfg: DictConfig, run, log_name: str = WORKER_LOG) -> int:
+def _run_workers(plan: Plan, cfg: DictConfig, run, log_path: Path | None = None) -> int:
     env = {**os.environ, **{k: str(v) for k, v in cfg.hardware.env.items()}}
     if allocator.hosts_vllm_engine(cfg):
         env = allocator.for_vllm(env)
-    log_path = Path(cfg.paths.output_dir) / log_name
+    log_path = log_path or RunDir(cfg.paths.output_dir).worker_log
     if run is not None:
         env.update(run.env())
     if uses_vllm_server(cfg):
@@ -249,8 +240,7 @@ def executable_argv(command: tuple[str, ...]) -> list[str]:
 
 
 def _read_metrics(run_dir: Path) -> dict[str, float]:
-    path = run_dir / METRICS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return RunDir(run_dir).metrics()
 
 
 def config_error_exit(err: ConfigError, origin: str | None = None) -> None:

@@ -16,30 +16,20 @@ Controller side only (no torch); `already_logged` also serves workers, to not lo
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import logging
 import os
-import re
 from pathlib import Path
 from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
 from r1exp.errors import ConfigError
+from r1exp.rundir import RunDir, canonical_json, checkpoint_step, short_hash
 
 log = logging.getLogger(__name__)
-FINGERPRINT_FILE = "fingerprint"
-RESUMED_IN_FILE = "resumed_in"
-LOCK_FILE = ".r1exp.lock"
-MLFLOW_RUN_ID_FILE = "mlflow_run_id"  # written by r1exp.tracking.mlflow_run.open_run
-STATUS_FILE = "status"                # written by the controller when a run ends
 ATTEMPTS_TAG = "r1exp.attempts"       # on a run continued by a later attempt (reattach_run)
-CHECKPOINTS_DIR = "checkpoints"       # trainer output dir (r1exp.stages.training)
-FINAL_MODEL_DIR = "model"             # the saved model (r1exp.stages.training)
 # Keys that differ between attempts of the same run without changing what it computes.
 NOT_FINGERPRINTED = ("paths.output_dir", "dry_run", "train.resume", "logger")
-_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
 def fingerprint(cfg: DictConfig) -> str:
@@ -53,22 +43,7 @@ def fingerprint(cfg: DictConfig) -> str:
             node = node.get(key, {})
         node.pop(leaf, None)
     # Values derived from the run dir (e.g. `${paths.output_dir}/x`) must not tell attempts apart.
-    text = json.dumps(data, sort_keys=True, default=str).replace(run_dir, "<run_dir>")
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def last_complete_checkpoint(run_dir: Path) -> Path | None:
-    """The newest `checkpoints/checkpoint-N` that was fully written.
-
-    The Trainer writes a checkpoint in place and its trainer_state.json last, so a process
-    killed while saving leaves a dir without it; resuming from that would fail.
-    """
-    root = Path(run_dir) / CHECKPOINTS_DIR
-    if not root.is_dir():
-        return None
-    complete = [(int(m.group(1)), p) for p in root.iterdir()
-                if (m := _CHECKPOINT.fullmatch(p.name)) and (p / "trainer_state.json").is_file()]
-    return max(complete)[1] if complete else None
+    return short_hash(canonical_json(data).replace(run_dir, "<run_dir>"))
 
 
 def refuse_finished_training(cfg: DictConfig, run_dir: Path) -> None:
@@ -81,12 +56,13 @@ def refuse_finished_training(cfg: DictConfig, run_dir: Path) -> None:
 
     if cfg.stage not in TRAINING_STAGES or cfg.train.resume != "auto" or cfg.train.max_steps <= 0:
         return
-    checkpoint = last_complete_checkpoint(run_dir)
-    step = int(_CHECKPOINT.fullmatch(checkpoint.name).group(1)) if checkpoint else 0
+    rundir = RunDir(run_dir)
+    checkpoint = rundir.last_complete_checkpoint()
+    step = checkpoint_step(checkpoint) if checkpoint else 0
     if step < cfg.train.max_steps:
         return
-    final = Path(run_dir) / FINAL_MODEL_DIR
-    saved = final.is_dir() and _read(Path(run_dir) / STATUS_FILE) == "FINISHED"
+    final = rundir.model_dir
+    saved = final.is_dir() and rundir.status() == "FINISHED"
     done = (f"its final model is in {final}" if saved else
             f"it ended before saving its final model; the weights are in {checkpoint}")
     raise ConfigError(
@@ -102,7 +78,7 @@ def holds_progress(cfg: DictConfig, run_dir: Path) -> bool:
     stage_resumable = getattr(stage_module(cfg.stage), "resumable", None)
     if stage_resumable is not None:
         return stage_resumable(cfg, run_dir)
-    return last_complete_checkpoint(run_dir) is not None
+    return RunDir(run_dir).last_complete_checkpoint() is not None
 
 
 def find_resumable_run(cfg: DictConfig) -> Path | None:
@@ -117,8 +93,7 @@ def find_resumable_run(cfg: DictConfig) -> Path | None:
         return None
     run_dir = Path(cfg.paths.output_dir).resolve()
     wanted = fingerprint(cfg)
-    if (_read(run_dir / FINGERPRINT_FILE) == wanted and _read(run_dir / STATUS_FILE) != "FINISHED"
-            and not _in_use(run_dir)):
+    if _unfinished_with(RunDir(run_dir), wanted) and not _in_use(RunDir(run_dir)):
         log.info("continuing the unfinished run in its own dir %s", run_dir)
         return run_dir
     # Nodes of a multi-node run must agree on one dir; they resume only within the dir they
@@ -126,11 +101,11 @@ def find_resumable_run(cfg: DictConfig) -> Path | None:
     if cfg.hardware.num_nodes > 1:
         return None
     candidates = []
-    for marker in run_dir.parent.parent.glob(f"*/*/{FINGERPRINT_FILE}"):
-        candidate = marker.parent
-        if (_read(marker) == wanted and _read(candidate / STATUS_FILE) != "FINISHED"
-                and holds_progress(cfg, candidate) and not _in_use(candidate)):
-            candidates.append((marker.stat().st_mtime, candidate))
+    for candidate in run_dir.parent.parent.glob("*/*"):
+        rundir = RunDir(candidate)
+        if (_unfinished_with(rundir, wanted) and holds_progress(cfg, candidate)
+                and not _in_use(rundir)):
+            candidates.append((rundir.fingerprint_file.stat().st_mtime, candidate))
     if not candidates:
         return None
     found = max(candidates)[1]
@@ -147,7 +122,7 @@ def adopt_run(cfg: DictConfig, run_dir: Path) -> DictConfig:
     if Path(old).resolve() == Path(run_dir).resolve():  # rerun in the same dir: nothing moves
         return cfg
     Path(old).mkdir(parents=True, exist_ok=True)
-    (Path(old) / RESUMED_IN_FILE).write_text(f"{run_dir}\n")
+    RunDir(old).write_resumed_in(run_dir)
 
     def move(value):
         if isinstance(value, dict):
@@ -168,7 +143,7 @@ class RunClaim:
     """
 
     def __init__(self, run_dir: Path, cfg: DictConfig):
-        self.path = Path(run_dir) / LOCK_FILE
+        self.path = RunDir(run_dir).lock_file
         self._handle = open(self.path, "a+")
         try:
             fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -179,7 +154,7 @@ class RunClaim:
         self._handle.truncate(0)
         self._handle.write(str(os.getpid()))
         self._handle.flush()
-        (Path(run_dir) / FINGERPRINT_FILE).write_text(fingerprint(cfg) + "\n")
+        RunDir(run_dir).fingerprint_file.write_text(fingerprint(cfg) + "\n")
 
     def release(self) -> None:
         if not self._handle.closed:
@@ -190,12 +165,11 @@ class RunClaim:
 def reattach_run(cfg: DictConfig, run_dir: Path):
     """The resumed dir's MLflow run, set RUNNING again; None when there is none to continue
     (logging off, or it lives in another tracking store) so the caller opens a new one."""
-    id_file = Path(run_dir) / MLFLOW_RUN_ID_FILE
-    if cfg.logger.name == "none" or not id_file.is_file():
+    run_id = RunDir(run_dir).mlflow_run_id()
+    if cfg.logger.name == "none" or run_id is None:
         return None
     from r1exp.tracking.mlflow_run import TrackedRun, client_for, tracking_uri
 
-    run_id = id_file.read_text().strip()
     uri = tracking_uri(cfg)
     client = client_for(uri)
     try:
@@ -228,15 +202,12 @@ def already_logged(run) -> Callable[[str, int], bool]:
     return logged
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
+def _unfinished_with(rundir: RunDir, wanted: str) -> bool:
+    return rundir.read(rundir.fingerprint_file) == wanted and rundir.status() != "FINISHED"
 
 
-def _in_use(run_dir: Path) -> bool:
-    lock = run_dir / LOCK_FILE
+def _in_use(rundir: RunDir) -> bool:
+    lock = rundir.lock_file
     if not lock.is_file():
         return False
     with open(lock) as handle:

@@ -10,10 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from r1exp.launch.resume import CHECKPOINTS_DIR, FINAL_MODEL_DIR, last_complete_checkpoint
-from r1exp.launch.worker_output import WORKER_LOG
+from r1exp.rundir import TRAINER_STATE, RunDir
 
-TRAINER_STATE = "trainer_state.json"
 # Training curves worth one line each, first -> last, in the order shown.
 TRAINING_KEYS = ("reward", "loss", "eval_loss")
 GENERATE_COUNTS = ("problems", "samples", "kept", "errors", "correct_fraction")
@@ -38,8 +36,8 @@ class Summary:
 def collect(status: str, stage: str, run_dir: Path, run=None, recipe: str | None = None
             ) -> Summary:
     """Read what `run_dir` holds; `run` is the run's TrackedRun (None: logger=none)."""
-    model_dir = run_dir / FINAL_MODEL_DIR
-    log = run_dir / WORKER_LOG
+    model_dir = RunDir(run_dir).model_dir
+    log = RunDir(run_dir).worker_log
     summary = Summary(status=status, stage=stage, run_dir=run_dir, recipe=recipe,
                       model_dir=model_dir if (model_dir / "config.json").is_file() else None,
                       worker_log=log if log.is_file() else None,
@@ -96,8 +94,9 @@ def render(summary: Summary) -> str:
 
 def _trainer_log(run_dir: Path) -> list[dict]:
     """The trainer's per-step log: the final model's copy, else the newest checkpoint's."""
-    candidates = [run_dir / FINAL_MODEL_DIR / TRAINER_STATE]
-    checkpoint = last_complete_checkpoint(run_dir) if (run_dir / CHECKPOINTS_DIR).is_dir() else None
+    rundir = RunDir(run_dir)
+    candidates = [rundir.model_dir / TRAINER_STATE]
+    checkpoint = rundir.last_complete_checkpoint()
     if checkpoint is not None:
         candidates.append(checkpoint / TRAINER_STATE)
     for path in candidates:
@@ -107,16 +106,13 @@ def _trainer_log(run_dir: Path) -> list[dict]:
 
 
 def _eval_table(run_dir: Path) -> str | None:
-    from r1exp.eval.outputs import EVAL_DIR, RESULTS_FILE, format_table
+    from r1exp.eval.outputs import format_table
 
-    path = run_dir / EVAL_DIR / RESULTS_FILE
+    path = RunDir(run_dir).eval_results
     return format_table(json.loads(path.read_text())) if path.is_file() else None
 
 
 def _generate_counts(run_dir: Path) -> dict[str, float]:
-    from r1exp.launch.worker import METRICS_FILE
-
-    path = run_dir / METRICS_FILE
-    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics = RunDir(run_dir).metrics()
     return {key: metrics[f"generate/{key}"] for key in GENERATE_COUNTS
             if f"generate/{key}" in metrics}

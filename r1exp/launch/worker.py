@@ -7,22 +7,19 @@ through MLFLOW_RUN_ID, runs the stage and, on rank 0, writes `metrics.json` for 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from r1exp.launch.worker_logging import configure as configure_logging
-
-METRICS_FILE = "metrics.json"
+from r1exp.rundir import RESOLVED_CONFIG, RunDir, write_json_atomically
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m r1exp.launch.worker <run_dir>/resolved.yaml", file=sys.stderr)
+        print(f"usage: python -m r1exp.launch.worker <run_dir>/{RESOLVED_CONFIG}", file=sys.stderr)
         return 2
     cfg = OmegaConf.load(argv[0])
     rank = int(os.environ.get("RANK", "0"))
@@ -36,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"r1exp: config error: {err}", file=sys.stderr, flush=True)
         return 2
     if rank == 0:
-        out = Path(cfg.paths.output_dir) / METRICS_FILE
-        out.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        write_json_atomically(RunDir(cfg.paths.output_dir).metrics_file, metrics)
     return 0
 
 

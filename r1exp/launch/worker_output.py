@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-WORKER_LOG = "worker.log"
 # Grandchildren (e.g. a scorer pool) may hold the pipes open after the worker exited; the copy
 # must not hang the controller on them.
 DRAIN_TIMEOUT_S = 10.0

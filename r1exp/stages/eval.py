@@ -29,12 +29,11 @@ def resumable(cfg, run_dir) -> bool:
     For r1exp.launch.resume: an eval run has no trainer checkpoint; its progress is the
     per-sample JSONL under `<run dir>/eval/<benchmark>/`.
     """
-    from pathlib import Path
-
-    from r1exp.eval.outputs import EVAL_DIR, SAMPLES_GLOB
+    from r1exp.eval.outputs import SAMPLES_GLOB
+    from r1exp.rundir import RunDir
 
     return any(path.stat().st_size > 0
-               for path in (Path(run_dir) / EVAL_DIR).glob(f"*/{SAMPLES_GLOB}"))
+               for path in RunDir(run_dir).eval_dir.glob(f"*/{SAMPLES_GLOB}"))
 
 
 def run(cfg) -> dict[str, float]:

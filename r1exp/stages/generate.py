@@ -13,7 +13,6 @@ writes the dataset once all samples are in.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from r1exp import rundir
 from r1exp.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,9 @@ def run(cfg) -> dict[str, float]:
 
     problems = load_problems(cfg)
     settings = _sample_settings(cfg, engine.describe())
-    fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    # Settings are plain JSON, so rundir's str() fallback never applies: earlier outputs keep
+    # their fingerprint.
+    fingerprint = rundir.fingerprint(settings)
     manifest = None
     if rank == 0:
         manifest = output.begin(out_dir, settings=settings, fingerprint=fingerprint,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from r1exp.config.plan import make_plan
 from r1exp.errors import ConfigError
+from r1exp.rundir import RESOLVED_CONFIG
 from r1exp.stages.training import TRAINING_BENCHMARKS, TRAINING_SECTIONS
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,6 @@ def _save(trainer, tokenizer, cfg) -> Path:
     trainer.model.config.use_cache = True  # training turns it off for gradient checkpointing
     out = save_final(trainer, tokenizer, cfg)
     if trainer.is_world_process_zero():
-        (out / "resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (out / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     log.info("saved the final model to %s", out)
     return out

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from r1exp.config.plan import Plan
-from r1exp.launch.resume import CHECKPOINTS_DIR, FINAL_MODEL_DIR, last_complete_checkpoint
+from r1exp.rundir import TRAINER_STATE, RunDir
 from r1exp.models.loading import TORCH_DTYPES, resolve_attn_implementation
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def trainer_kwargs(cfg, plan: Plan) -> dict:
 
     train, hw = cfg.train, cfg.hardware
     return dict(
-        output_dir=str(Path(cfg.paths.output_dir) / CHECKPOINTS_DIR),
+        output_dir=str(RunDir(cfg.paths.output_dir).checkpoints_dir),
         per_device_train_batch_size=plan.per_device_train_batch_size,
         gradient_accumulation_steps=plan.gradient_accumulation_steps,
         learning_rate=train.learning_rate,
@@ -100,7 +100,7 @@ def checkpoint_to_resume(cfg) -> str | None:
     cut short by a kill is skipped)."""
     if cfg.train.resume != "auto":
         return None
-    found = last_complete_checkpoint(Path(cfg.paths.output_dir))
+    found = RunDir(cfg.paths.output_dir).last_complete_checkpoint()
     if found:
         log.info("resuming from %s", found)
     return str(found) if found else None
@@ -108,7 +108,7 @@ def checkpoint_to_resume(cfg) -> str | None:
 
 def save_final(trainer, tokenizer, cfg) -> Path:
     """Model + tokenizer that `model.path=<dir>` and plain transformers can load."""
-    out = Path(cfg.paths.output_dir) / FINAL_MODEL_DIR
+    out = RunDir(cfg.paths.output_dir).model_dir
     # Generation must stop at the chat template's end token (open-r1#663).
     model = trainer.model
     if getattr(model, "generation_config", None) is not None:
@@ -117,7 +117,7 @@ def save_final(trainer, tokenizer, cfg) -> Path:
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out))
         # The per-step log (loss, rewards, lengths) travels with the model, MLflow or not.
-        trainer.state.save_to_json(str(out / "trainer_state.json"))
+        trainer.state.save_to_json(str(out / TRAINER_STATE))
         if not cfg.train.keep_checkpoints:
             drop_checkpoints(Path(cfg.paths.output_dir))
     return out
@@ -145,10 +145,11 @@ def drop_checkpoints(run_dir: Path) -> None:
     checkpoints/ (TRL's completions tables live there)."""
     import shutil
 
-    for checkpoint in sorted((run_dir / CHECKPOINTS_DIR).glob("checkpoint-*")):
+    rundir = RunDir(run_dir)
+    for checkpoint in rundir.checkpoints():
         shutil.rmtree(checkpoint)
     log.info("train.keep_checkpoints=false: deleted the checkpoints in %s",
-             run_dir / CHECKPOINTS_DIR)
+             rundir.checkpoints_dir)
 
 
 def final_metrics(trainer, result) -> dict[str, float]:

@@ -13,10 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from r1exp.rundir import RunDir
 from r1exp.tracking.params import config_params, metric_name, used_choices, used_config
 from r1exp.tracking.patience import Patience
 from r1exp.tracking.pending import (
-    MAX_BATCH, PENDING_FILE, PendingMetrics, describe, unreachable,
+    MAX_BATCH, PendingMetrics, describe, unreachable,
 )
 from r1exp.tracking.run_name import run_name
 from r1exp.tracking.source import source_tags
@@ -88,7 +89,7 @@ class TrackedRun:
                  patience: Patience | None = None):
         self.client, self.run_id, self.tracking_uri = client, run_id, uri
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.pending = (PendingMetrics(self.run_dir / PENDING_FILE, uri)
+        self.pending = (PendingMetrics(RunDir(self.run_dir).pending_metrics_file, uri)
                         if self.run_dir is not None else None)
         self.patience = patience or Patience(uri)
 
@@ -185,7 +186,7 @@ def open_run(cfg, resolved: dict[str, Any], run_dir: Path, tags: dict[str, str],
     if not opened:
         log.warning("this run is not tracked in MLflow; its record is %s", run_dir)
         return None
-    (run_dir / "mlflow_run_id").write_text(run_id)
+    RunDir(run_dir).mlflow_run_id_file.write_text(run_id)
     params = [Param(k, v) for k, v in config_params(used).items()]
     for start in range(0, len(params), 100):  # MLflow caps a batch at 100 params
         patience.call("log the run's params", lambda: client.log_batch(

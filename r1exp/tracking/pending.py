@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from r1exp.rundir import RunDir, write_atomically
+
 log = logging.getLogger(__name__)
-PENDING_FILE = "mlflow_pending.jsonl"
 RETRY_INTERVAL_S = 10.0  # while the server is away: how often a logging call tries it again
 MAX_BATCH = 1000         # MLflow's limit on metrics per log_batch
 TRANSIENT_ERROR_CODES = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
@@ -141,9 +142,8 @@ class PendingMetrics:
         return batches
 
     def _rewrite(self, batches: list[tuple[str, list]]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        tmp.write_text("".join(self._line(run_id, metrics) for run_id, metrics in batches))
-        os.replace(tmp, self.path)
+        write_atomically(self.path, "".join(self._line(run_id, metrics)
+                                            for run_id, metrics in batches))
 
 
 def _call(send: Callable[[str, list], None], run_id: str, metrics: list) -> None:
@@ -176,7 +176,7 @@ def main(run_dir: str) -> int:
     """`python -m r1exp.tracking.pending <run dir>`: send what a run could not, by hand."""
     from r1exp.tracking.mlflow_run import client_for
 
-    path = Path(run_dir) / PENDING_FILE
+    path = RunDir(run_dir).pending_metrics_file
     if not path.is_file():
         print(f"nothing pending in {run_dir}")
         return 0

@@ -37,17 +37,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from r1exp.rundir import RunDir
 from r1exp.tracking.mlflow_run import SWEEP_VARIED_TAG
 from r1exp.tracking.run_name import SEPARATOR, run_name
 
 log = logging.getLogger(__name__)
 SWEEP_FILE = "sweep.json"
 SNAPSHOT_DIR = "snapshot"
-ERROR_FILE = "error.txt"
-STATUS_FILE = "status"              # the controller writes it when a run ends
-METRICS_FILE = "metrics.json"       # the worker writes it (rank 0) when a stage returns
-RUN_ID_FILE = "mlflow_run_id"       # open_run writes it when it creates the run
-RESUMED_IN_FILE = "resumed_in"      # r1exp.launch.resume: the job continued an earlier run dir
 FINISHED = "FINISHED"
 FAILED = "FAILED"
 REQUEUED = "REQUEUED"               # r1exp.launch.requeue: the job waits to run again
@@ -137,8 +133,8 @@ def run_sweep_job(cfg: DictConfig, tags: dict[str, str]) -> dict[str, Any]:
             log.exception("sweep job %s failed", hydra_cfg.job.num)
         record_failed_job(cfg, job_dir, err, tags, record["parent_run_id"])
         return {"status": FAILED, "error": first_line(err)}
-    if not (run_dir_of(job_dir) / STATUS_FILE).is_file() and _is_tracking_node(cfg):
-        (job_dir / STATUS_FILE).write_text(FINISHED + "\n")  # a dry run: nothing failed
+    if not RunDir(run_dir_of(job_dir)).status_file.is_file() and _is_tracking_node(cfg):
+        RunDir(job_dir).write_status(FINISHED)  # a dry run: nothing failed
     return {"status": FINISHED, "metrics": metrics}
 
 
@@ -225,17 +221,18 @@ def record_failed_job(cfg: DictConfig, job_dir: Path, err: BaseException,
                       tags: dict[str, str], parent_run_id: str | None) -> None:
     """Leave the failure where the summary and MLflow look: even a config error gets a run."""
     job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / ERROR_FILE).write_text(f"{type(err).__name__}: {err}\n")
-    run_dir = run_dir_of(job_dir)
-    if not (run_dir / STATUS_FILE).is_file():  # the controller did not get as far as a run
-        (job_dir / STATUS_FILE).write_text(FAILED + "\n")
-    elif (run_dir / STATUS_FILE).read_text().strip() == REQUEUED:  # it never ran again
-        (run_dir / STATUS_FILE).write_text(FAILED + "\n")
+    job = RunDir(job_dir)
+    job.error_file.write_text(f"{type(err).__name__}: {err}\n")
+    run_dir = RunDir(run_dir_of(job_dir))
+    if not run_dir.status_file.is_file():  # the controller did not get as far as a run
+        job.write_status(FAILED)
+    elif run_dir.status() == REQUEUED:  # it never ran again
+        run_dir.write_status(FAILED)
     if OmegaConf.select(cfg, "logger.name") in (None, "none") or not _is_tracking_node(cfg):
         return  # (node 0 of a multi-node job reports the failure)
-    if (run_dir / RUN_ID_FILE).is_file():
+    if (run_id := run_dir.mlflow_run_id()) is not None:
         # Ended by the controller, unless the controller itself was killed mid-run.
-        _fail_if_running(cfg, (run_dir / RUN_ID_FILE).read_text().strip(), err)
+        _fail_if_running(cfg, run_id, err)
         return
     from r1exp.tracking.mlflow_run import open_run
 
@@ -247,7 +244,7 @@ def record_failed_job(cfg: DictConfig, job_dir: Path, err: BaseException,
                    parent_run_id)
     if run is None:  # the tracking server stayed away: the job dir is the record
         return
-    run.log_artifacts(job_dir / ERROR_FILE)
+    run.log_artifacts(job.error_file)
     run.log_artifacts(job_dir / ".hydra", ".hydra")
     run.finish(FAILED)
 
@@ -283,8 +280,7 @@ def record_lost_job(config: DictConfig, job_dir: Path, overrides: list[str], rea
 
 def run_dir_of(job_dir: Path) -> Path:
     """Where the job's run lives: its own dir, or the earlier attempt it resumed in."""
-    pointer = job_dir / RESUMED_IN_FILE
-    return Path(pointer.read_text().strip()) if pointer.is_file() else job_dir
+    return RunDir(job_dir).resumed_in() or job_dir
 
 
 def _is_tracking_node(cfg: DictConfig) -> bool:
@@ -414,16 +410,15 @@ def collect_jobs(sweep_dir: Path, metric: str, parent: dict[str, str] | None) ->
         if SNAPSHOT_DIR in job_dir.relative_to(sweep_dir).parts:
             continue
         overrides = [str(o) for o in OmegaConf.load(overrides_file)]
-        run_dir = run_dir_of(job_dir)
-        status_file, run_id_file = run_dir / STATUS_FILE, run_dir / RUN_ID_FILE
+        run_dir = RunDir(run_dir_of(job_dir))
         jobs.append(JobResult(
             name=str(job_dir.relative_to(sweep_dir)),
             overrides=overrides,
             # No status file: the job never got to end its run (killed, node lost).
-            status=status_file.read_text().strip() if status_file.is_file() else "UNKNOWN",
-            run_id=run_id_file.read_text().strip() if run_id_file.is_file() else None,
-            error=_first_line_of(job_dir / ERROR_FILE),
-            run_dir=run_dir,
+            status=run_dir.status() or "UNKNOWN",
+            run_id=run_dir.mlflow_run_id(),
+            error=_first_line_of(RunDir(job_dir).error_file),
+            run_dir=run_dir.path,
             params=dict(o.split("=", 1) for o in overrides if "=" in o),
         ))
     jobs.sort(key=lambda j: (not j.name.isdigit(), int(j.name) if j.name.isdigit() else 0, j.name))
@@ -440,11 +435,9 @@ def _first_line_of(path: Path) -> str | None:
 def metric_value(run_dir: Path, metric: str, run_id: str | None,
                  parent: dict[str, str] | None) -> float | None:
     """The job's final metric (metrics.json), else the last value its MLflow run logged."""
-    metrics_file = run_dir / METRICS_FILE
-    if metrics_file.is_file():
-        value = json.loads(metrics_file.read_text()).get(metric)
-        if isinstance(value, (int, float)):
-            return float(value)
+    value = RunDir(run_dir).metrics().get(metric)
+    if isinstance(value, (int, float)):
+        return float(value)
     if run_id and parent:
         from r1exp.tracking.mlflow_run import client_for
         from r1exp.tracking.params import metric_name
