@@ -20,10 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 NO_RECIPE = "~experiment"
 
 
-# Knob nodes each stage reads; a recipe's change to another stage's node does not apply here
-# (eval: train.benchmarks evaluates after training).
-STAGE_NODES = {"sft": {"train", "sft", "eval"}, "grpo": {"train", "grpo", "eval"},
-               "eval": {"eval"}, "generate": {"generate"}}
+# Nodes of stage knobs; a recipe's change to a stage node this run does not read is not shown.
 KNOB_NODES = {"train", "sft", "grpo", "eval", "generate"}
 
 
@@ -32,10 +29,24 @@ def recipe_changes(with_recipe: DictConfig, without_recipe: DictConfig
     """(key, group default, recipe's value) for every leaf the recipe changed that this run's
     stage reads."""
     before, after = _leaves(without_recipe), _leaves(with_recipe)
-    used = STAGE_NODES.get(str(after.get("stage")), KNOB_NODES)
+    used = knob_nodes_read(str(after.get("stage")))
     return [(key, before.get(key), value) for key, value in after.items()
             if key != "experiment" and before.get(key, _MISSING) != value
             and (key.split(".")[0] not in KNOB_NODES or key.split(".")[0] in used)]
+
+
+def knob_nodes_read(stage: str) -> set[str]:
+    """The knob nodes a stage reads, from what its module declares (CONFIG_SECTIONS, and eval's
+    node where it evaluates benchmarks: train.benchmarks evaluates after training)."""
+    from r1exp.errors import ConfigError
+    from r1exp.stages import stage_module
+
+    try:
+        module = stage_module(stage)
+    except ConfigError:  # not a stage (yet): every change may matter
+        return set(KNOB_NODES)
+    read = set(module.CONFIG_SECTIONS) | ({"eval"} if module.BENCHMARKS_KEY else set())
+    return read & KNOB_NODES
 
 
 def compose_without_recipe(overrides: list[str]) -> DictConfig:
