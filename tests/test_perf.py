@@ -158,8 +158,19 @@ def test_bench_summary_takes_the_faster_plain_baseline_and_own_run_peak():
         "grpo_trl": _result("grpo_trl", "grpo", "trl", step_s=6.4),
         "grpo_r1exp_on_policy": _result("grpo_r1exp_on_policy", "grpo", "r1exp", step_s=0.8),
         "grpo_r1exp_best": _result("grpo_r1exp_best", "grpo", "r1exp", step_s=0.4),
+        "sft_large_trl_liger": _result("sft_large_trl_liger", "sft", "trl", tokens_per_s=30000.0,
+                                       mfu_flops_per_token=1e10),
+        "sft_large_r1exp": _result("sft_large_r1exp", "sft", "r1exp", tokens_per_s=39000.0,
+                                   mfu_flops_per_token=1e10),
+        "grpo_r1exp_vllm": _result("grpo_r1exp_vllm", "grpo", "r1exp", step_s=0.8),
+        "grpo_r1exp_vllm_text": _result("grpo_r1exp_vllm_text", "grpo", "r1exp", step_s=1.0),
     }
     out = gpu.summary(results)
+    assert out["sft_large_mfu"] == pytest.approx(39000 * 1e10 / 770e12, rel=1e-3)
+    assert out["sft_large_peer_mfu"] == pytest.approx(30000 * 1e10 / 770e12, rel=1e-3)
+    assert out["sft_large_speedup"] == pytest.approx(1.3)
+    assert out["grpo_vllm_token_ids_only_gain"] == pytest.approx(1.25)
+    assert "grpo_long_vllm_token_ids_only_gain" not in out  # only pairs that both ran
     assert out["sft_baseline"] == "sft_trl_packed" and out["sft_speedup"] == pytest.approx(4.6)
     assert out["sft_mfu"] == pytest.approx(92000 * 3.33e9 / 770e12, rel=1e-3)
     assert out["grpo_speedup_on_policy"] == pytest.approx(8.0)
@@ -173,7 +184,7 @@ def test_bench_catalog_names_are_unique_and_each_part_has_both_sides():
     parts = gpu.catalog(tiny=False, explore=True)
     names = [v.name for variants in parts.values() for v in variants]
     assert len(names) == len(set(names))
-    for part in ("sft", "grpo"):
+    for part in ("sft", "sft-large", "grpo", "grpo-vllm"):
         assert {v.side for v in parts[part]} == {"trl", "r1exp"}
 
 

@@ -107,6 +107,14 @@ def grpo_arguments(cfg, plan: Plan) -> dict:
     )
 
 
+# TRL takes only token ids and the sampled tokens' log-probs from a colocated vLLM and decodes
+# the text itself. Left on, vLLM also detokenizes every token as it is sampled and keeps a
+# Python object per token's log-prob: host work per token that the GPU waits on at large
+# generation batches (docs/performance.md). Same tokens, same log-probs. Not for server mode:
+# there the reply goes through vLLM's OpenAI-compatible server, which needs the text.
+COLOCATED_VLLM_SAMPLING = {"detokenize": False, "flat_logprobs": True}
+
+
 def generation_backend_arguments(cfg) -> dict:
     hw = cfg.hardware
     if hw.generation_backend != "vllm":
@@ -116,6 +124,8 @@ def generation_backend_arguments(cfg) -> dict:
         "vllm_mode": hw.vllm.mode,
         "vllm_gpu_memory_utilization": hw.vllm.gpu_memory_utilization,
     }
+    if hw.vllm.mode == "colocate":
+        args["generation_kwargs"] = dict(COLOCATED_VLLM_SAMPLING)
     if hw.vllm.mode == "server":
         from r1exp.launch.vllm_server import (
             SERVER_URL_ENV, group_port_from_env, server_url_from_env,

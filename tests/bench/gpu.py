@@ -36,11 +36,15 @@ from tests.bench.gpu_workloads import REPO_ROOT, Variant
 from r1exp.launch.allocator import for_vllm
 from r1exp.resources import CONF_DIR
 
-PARTS = ("sft", "grpo", "grpo-vllm", "memory")
+PARTS = ("sft", "sft-large", "grpo", "grpo-vllm", "grpo-vllm-levers", "memory")
 # r1exp's GRPO with vLLM against the peer its users would run instead (plain TRL with
 # use_vllm=True, vllm_mode="colocate"), per workload: (r1exp variant, peer variant).
 VLLM_PAIRS = {"grpo_vllm": ("grpo_r1exp_vllm", "grpo_trl_vllm"),
               "grpo_long_vllm": ("grpo_long_r1exp_vllm", "grpo_long_trl_vllm")}
+# One lever of r1exp's vLLM path turned off, per workload: (r1exp variant, lever-off variant).
+VLLM_LEVERS = {"grpo_vllm_token_ids_only": ("grpo_r1exp_vllm", "grpo_r1exp_vllm_text"),
+               "grpo_long_vllm_token_ids_only": ("grpo_long_r1exp_vllm",
+                                                 "grpo_long_r1exp_vllm_text")}
 # GRPO's step, split (gpu_workloads._phase_timer): seconds per optimizer step
 PHASES = ("weight_sync", "generation", "rewards", "scoring_logprobs", "loss_forward",
           "backward", "optimizer_and_rest")
@@ -60,6 +64,8 @@ def catalog(tiny: bool, explore: bool) -> dict[str, list[Variant]]:
     long = dict(kind="grpo", seq=24 if tiny else 1024, batch=4 if tiny else 8,
                 accumulation=2 if tiny else 32, generations=4 if tiny else 8,
                 prompt_tokens=8 if tiny else 128)
+    # the 1.5B shape, packed, beside plain TRL with Liger and packing (issue: >= 50% MFU)
+    large_sft = dict(kind="sft", model=LARGER, seq=128 if tiny else 2048, batch=4 if tiny else 8)
     quick = dict(warmup=1, measure=2) if tiny else {}
     no_compile = ["hardware.perf.compiled_generation=false"]
     parts = {
@@ -67,6 +73,12 @@ def catalog(tiny: bool, explore: bool) -> dict[str, list[Variant]]:
             Variant("sft_trl_padded", side="trl", packing=False, **sft, **quick),
             Variant("sft_trl_packed", side="trl", packing=True, **sft, **quick),
             Variant("sft_r1exp", **sft, **quick),
+        ],
+        "sft-large": [
+            # Liger is Triton: CUDA only, so the tiny CPU run checks the rest of the variant
+            Variant("sft_large_trl_liger", side="trl", packing=True, liger=not tiny,
+                    **large_sft, **quick),
+            Variant("sft_large_r1exp", **large_sft, **quick),
         ],
         "grpo": [
             Variant("grpo_trl", side="trl", **grpo, **(quick or dict(warmup=1, measure=3))),
@@ -81,6 +93,12 @@ def catalog(tiny: bool, explore: bool) -> dict[str, list[Variant]]:
             Variant("grpo_long_trl_vllm", side="trl", vllm=True, **long,
                     **(quick or dict(warmup=1, measure=3))),
             Variant("grpo_long_r1exp_vllm", vllm=True, **long,
+                    **(quick or dict(warmup=1, measure=3))),
+        ],
+        "grpo-vllm-levers": [  # r1exp with vLLM detokenizing and per-token log-prob objects
+            Variant("grpo_r1exp_vllm_text", vllm=True, vllm_sampling={}, **grpo,
+                    **(quick or dict(warmup=2, measure=5))),
+            Variant("grpo_long_r1exp_vllm_text", vllm=True, vllm_sampling={}, **long,
                     **(quick or dict(warmup=1, measure=3))),
         ],
         "memory": [  # sft runs here use r1exp's default unpacked (padded) batches
@@ -234,6 +252,13 @@ def summary(results: dict) -> dict:
             out["sft_baseline"] = base["name"]
             out["sft_baseline_tok_s"] = round(base["tokens_per_s"])
             out["sft_speedup"] = _round(sft["tokens_per_s"] / base["tokens_per_s"])
+    large, large_peer = results.get("sft_large_r1exp", {}), results.get("sft_large_trl_liger", {})
+    if large.get("tokens_per_s"):
+        out["sft_large_tok_s"] = round(large["tokens_per_s"])
+        out["sft_large_mfu"] = _round(_mfu(large, peak))
+        if large_peer.get("tokens_per_s"):
+            out["sft_large_peer_mfu"] = _round(_mfu(large_peer, peak))
+            out["sft_large_speedup"] = _round(large["tokens_per_s"] / large_peer["tokens_per_s"])
     base = results.get("grpo_trl", {}).get("step_s")
     for key, name in (("grpo_on_policy_step_s", "grpo_r1exp_on_policy"),
                       ("grpo_step_s", "grpo_r1exp_best")):
@@ -253,6 +278,10 @@ def summary(results: dict) -> dict:
             out[f"{key}_peer_step_s"] = _round(peer_s)
             out[f"{key}_speedup"] = _round(peer_s / mine_s)
             out[f"{key}_phases"] = {n: phase_row(results[n]) for n in (mine, peer)}
+    for key, (mine, lever_off) in VLLM_LEVERS.items():
+        mine_s, off_s = (results.get(n, {}).get("step_s") for n in (mine, lever_off))
+        if mine_s and off_s:  # how much faster the step is with the lever than without
+            out[f"{key}_gain"] = _round(off_s / mine_s)
     betas = [r for n, r in results.items() if r.get("variant", {}).get("beta", 0) > 0
              or (n.startswith("mem_grpo") and "beta" in n)]
     if betas:
@@ -283,9 +312,10 @@ def vllm_report(results: dict) -> list[str]:
     header = (f"\n{'grpo with vLLM (colocate)':28} {'s/step':>7} {'vs peer':>8} "
               + " ".join(f"{name[:10]:>10}" for name in PHASES) + f" {'peak GB':>8}")
     lines = [header]
+    lever_off = {mine: off for mine, off in VLLM_LEVERS.values()}
     for mine, peer in VLLM_PAIRS.values():
         peer_s = results.get(peer, {}).get("step_s")
-        for name in (peer, mine):
+        for name in (peer, mine, lever_off.get(mine)):
             r = results.get(name)
             if r is None:
                 continue

@@ -46,6 +46,10 @@ class Variant:
     accumulation: int = 1          # micro-batches per optimizer step (grpo: per generation)
     vllm: bool = False             # grpo: generate with vLLM colocated on the training GPU
     alloc_conf: str | None = None  # PYTORCH_CUDA_ALLOC_CONF for this variant, in place of r1exp's
+    # grpo, r1exp with colocated vLLM: SamplingParams extras in place of r1exp's own
+    # (COLOCATED_VLLM_SAMPLING); {} measures what they give
+    vllm_sampling: dict | None = None
+    liger: bool = False            # plain TRL: use_liger_kernel=True (its strongest one-flag peer)
     gradient_checkpointing: bool = False
     role: str = "speed"            # speed | memory (memory: few steps, peak only)
 
@@ -196,7 +200,7 @@ def _sft_trainer(variant: Variant, cfg, plan, model_dir: str, tokenizer, out_dir
     data = Dataset.from_dict({"input_ids": documents})
     if variant.side == "trl":
         args = SFTConfig(**_plain_trl_args(variant, cfg, out_dir), max_length=variant.seq,
-                         packing=variant.packing)
+                         packing=variant.packing, use_liger_kernel=variant.liger)
     else:
         from r1exp.stages.training import model_init_kwargs, peft_config, trainer_kwargs
 
@@ -265,8 +269,12 @@ def _grpo_trainer(variant: Variant, cfg, plan, model_dir: str, tokenizer, out_di
     else:
         from r1exp.stages.grpo import grpo_arguments
 
-        args = GRPOConfig(**grpo_arguments(cfg, plan), reward_weights=[1.0],
-                          generation_kwargs=fixed_length)
+        args = grpo_arguments(cfg, plan)
+        sampling = args.pop("generation_kwargs", {})
+        if variant.vllm_sampling is not None:
+            sampling = variant.vllm_sampling
+        args = GRPOConfig(**args, reward_weights=[1.0],
+                          generation_kwargs={**sampling, **fixed_length})
     trainer = GRPOTrainer(model=model_dir, reward_funcs=[bench_reward], args=args,
                           train_dataset=data, processing_class=tokenizer)
     if variant.side == "r1exp":
