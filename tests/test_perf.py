@@ -34,6 +34,17 @@ def liger_installed(monkeypatch):
     monkeypatch.setattr(fast_paths, "_require", lambda *args: None)
 
 
+@pytest.mark.parametrize("profile,packed", [("1xh100", True), ("8xh100", True),
+                                            ("rtx3060-12g", True), ("cpu", False),
+                                            ("metax-c500", False)])
+def test_the_profile_chooses_whether_sft_packs_and_an_override_wins(profile, packed):
+    cfg = config(["stage=sft", f"hardware={profile}"])
+    assert cfg.sft.packing is packed
+    assert fast_paths.packs_into_one_row(cfg) is packed
+    flipped = config(["stage=sft", f"hardware={profile}", f"sft.packing={not packed}"])
+    assert flipped.sft.packing is (not packed)
+
+
 def test_h100_packed_sft_gets_every_lever(liger_installed):
     cfg = config(["stage=sft", "hardware=1xh100", "model=qwen2.5-0.5b-instruct",
                   "sft.packing=true", "sft.max_length=2048", "train.global_batch_size=8"])
@@ -46,7 +57,7 @@ def test_h100_packed_sft_gets_every_lever(liger_installed):
 
 def test_unpacked_sft_keeps_the_profile_attention_and_no_padding(liger_installed):
     cfg = config(["stage=sft", "hardware=1xh100", "model=qwen2.5-0.5b-instruct",
-                  "train.global_batch_size=8"])
+                  "sft.packing=false", "train.global_batch_size=8"])
     assert training_attention(cfg, "sdpa") == "sdpa"
     assert "pad_to_multiple_of" not in trainer_arguments(cfg)
 

@@ -85,6 +85,7 @@ class PerfConfig:
     fused_optimizer: bool = MISSING
     packed_attention: str = MISSING
     compiled_generation: bool = MISSING
+    sft_packing: bool = MISSING
 
 
 @dataclass

@@ -86,6 +86,10 @@ def run(cfg) -> dict[str, float]:
         evaluation = to_sft_examples(evaluation, cfg.dataset, cfg.sft)
 
     s = cfg.sft
+    if s.packing:
+        log.info("sft.packing=true: train.global_batch_size=%d counts packed rows of up to %d "
+                 "tokens, each conversation attending only to itself", plan.global_batch_size,
+                 s.max_length)
     args = SFTConfig(
         **trainer_kwargs(cfg, plan),
         model_init_kwargs=None if added_tokens else model_init_kwargs(cfg),
