@@ -12,8 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from tests.bench import gpu
-from r1exp.config.plan import make_plan
-from r1exp.config.validate import validate
+from r1exp.stages import make_plan, validate
 from r1exp.errors import ConfigError
 from r1exp.perf import accelerate_trainer, check, fast_paths, trainer_arguments, training_attention
 from r1exp.perf.generation import reuse_static_cache

@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 from test_config import REPO_ROOT, composed
 
-from r1exp.config.validate import validate
+from r1exp.stages import validate
 from r1exp.tracking import source
 from r1exp.tracking.mlflow_run import SWEEP_VARIED_TAG, client_for, open_run
 from r1exp.tracking.sweep import job_varies, sweep_axes, sweep_run_name

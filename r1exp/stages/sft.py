@@ -12,11 +12,16 @@ token (open-r1#604, #663).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
+from r1exp.config.memory import Workload
 from r1exp.config.plan import make_plan
+from r1exp.config.stage import Stage
 from r1exp.errors import ConfigError
+from r1exp.perf import training_attention
 from r1exp.rundir import RESOLVED_CONFIG
+from r1exp.stages.registry import register
 from r1exp.stages.training import TRAINING_BENCHMARKS, TRAINING_SECTIONS
 
 log = logging.getLogger(__name__)
@@ -70,7 +75,7 @@ def run(cfg) -> dict[str, float]:
     from r1exp.tracking.callback import MlflowMetricsCallback
 
     check(cfg)
-    plan = make_plan(cfg)
+    plan = make_plan(cfg, STAGE)
     model_dir = resolve_model_dir(cfg.model, cfg.paths.cache_dir)
     _check_context_length(model_dir, cfg)
     tokenizer = load_tokenizer(cfg.model, cfg.paths.cache_dir)
@@ -204,3 +209,25 @@ def _save(trainer, tokenizer, cfg) -> Path:
         (out / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     log.info("saved the final model to %s", out)
     return out
+
+
+def memory_workload(cfg, common: dict, accumulation: int, prompt_tokens: int) -> Workload:
+    """One process's memory terms: sequences of sft.max_length, Liger's kernels if enabled."""
+    attention = training_attention(cfg, common["attention"])  # packed rows may switch it
+    return Workload(stage="sft", tokens_per_sequence=cfg.sft.max_length,
+                    liger=bool(cfg.hardware.perf.liger_kernel),
+                    **{**common, "attention": attention})
+
+
+def memory_fixes(cfg, work: Workload) -> list[tuple[str, Workload]]:
+    if work.tokens_per_sequence <= 256:
+        return []
+    half = work.tokens_per_sequence // 2
+    return [(f"sft.max_length={half}", replace(work, tokens_per_sequence=half))]
+
+
+STAGE = register(Stage(
+    name="sft", run=run, check=check, training=True,
+    config_sections=CONFIG_SECTIONS, benchmarks_key=BENCHMARKS_KEY,
+    memory=memory_workload, memory_fixes=memory_fixes,
+))

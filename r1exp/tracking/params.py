@@ -41,14 +41,14 @@ def used_config(config: dict[str, Any]) -> dict[str, Any]:
     kept whole: the params then show what was asked for.
     """
     from r1exp.errors import ConfigError
-    from r1exp.stages import stage_module
+    from r1exp.stages import stage
 
     try:
-        stage = stage_module(str(config.get("stage")))
+        facts = stage(str(config.get("stage")))
     except ConfigError:
         return config
-    used = {key: config[key] for key in ("stage", *stage.CONFIG_SECTIONS) if key in config}
-    benchmarks = select(config, stage.BENCHMARKS_KEY) if stage.BENCHMARKS_KEY else None
+    used = {key: config[key] for key in ("stage", *facts.config_sections) if key in config}
+    benchmarks = select(config, facts.benchmarks_key) if facts.benchmarks_key else None
     if benchmarks:
         catalogue = config.get("benchmark") or {}
         used["eval"] = config.get("eval")

@@ -37,16 +37,16 @@ def model_label(model: dict[str, Any]) -> str | None:
 def data_label(config: dict[str, Any], stage: str) -> str | None:
     """The dataset, or for a stage that reads none (eval) the benchmarks it evaluates."""
     from r1exp.errors import ConfigError
-    from r1exp.stages import stage_module
+    from r1exp.stages import stage as stage_named
     from r1exp.tracking.params import select
 
     try:
-        module = stage_module(stage)
+        facts = stage_named(stage)
     except ConfigError:  # a failed sweep job's config, recorded before validation
         return None
-    if "dataset" in module.CONFIG_SECTIONS:
+    if "dataset" in facts.config_sections:
         return (config.get("dataset") or {}).get("name")
-    benchmarks = select(config, module.BENCHMARKS_KEY) if module.BENCHMARKS_KEY else None
+    benchmarks = select(config, facts.benchmarks_key) if facts.benchmarks_key else None
     return "+".join(str(b) for b in benchmarks or [])
 
 

@@ -497,8 +497,9 @@ def estimate_gb(variant: Variant, cfg, plan) -> float:
     from dataclasses import replace
 
     from r1exp.config.memory import estimate, workload_from_config
+    from r1exp.stages import stage
 
-    work = workload_from_config(cfg, plan.world_size, plan.per_device_train_batch_size,
+    work = workload_from_config(cfg, stage(cfg.stage), plan.world_size, plan.per_device_train_batch_size,
                                 plan.gradient_accumulation_steps,
                                 prompt_tokens=variant.prompt_tokens)
     if variant.side == "trl":  # TRL's defaults: fused AdamW, sdpa, no Liger
