@@ -41,6 +41,10 @@ def no_memory_fixes(cfg: Any, work: Any) -> list:
     return []
 
 
+def never_packed(cfg: Any) -> int:
+    return 0
+
+
 def has_checkpoint(cfg: Any, run_dir: Path) -> bool:
     """A trainer's progress: a complete checkpoint in the run dir."""
     return RunDir(run_dir).last_complete_checkpoint() is not None
@@ -62,6 +66,11 @@ class Stage:
     training: bool = False
     # Training stages: what the global batch must satisfy beyond the world size dividing it.
     check_batch: Callable[[Any, int], None] = no_batch_check
+    # The profile's speed levers (hardware.perf, r1exp/perf) that apply to this stage.
+    perf_levers: tuple[str, ...] = ()
+    # Tokens of one batch packed TRL's padding-free way (documents flattened into one row);
+    # 0: batches are not packed into one row.
+    packed_row_tokens: Callable[[Any], int] = never_packed
     # Whether and where the run generates with vLLM (None: it does not).
     vllm: Callable[[Any], VLLMUse | None] = no_vllm
     # Training stages: the per-process Workload of r1exp.config.memory, from the config and the

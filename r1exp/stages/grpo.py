@@ -117,7 +117,7 @@ def run(cfg) -> dict[str, float]:
             *checkpoint_callbacks(cfg),
         ],
     )
-    accelerate_trainer(trainer, cfg)  # the profile's speed levers TRL has no argument for
+    accelerate_trainer(trainer, cfg, STAGE)  # the profile's speed levers TRL has no argument for
     if cfg.hardware.generation_backend == "vllm":
         from r1exp.stages.vllm_policy import PolicySyncCheck, use_reloading_sync
 
@@ -227,6 +227,7 @@ def memory_fixes(cfg, work: Workload) -> list[tuple[str, Workload]]:
 
 STAGE = register(Stage(
     name="grpo", run=run, check=check, training=True, check_batch=check_batch,
+    perf_levers=("fused_optimizer", "compiled_generation"),
     config_sections=CONFIG_SECTIONS, benchmarks_key=BENCHMARKS_KEY,
     vllm=vllm_use, memory=memory_workload, memory_fixes=memory_fixes,
 ))

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from r1exp.config.memory import Workload
 from r1exp.config.plan import make_plan
+from omegaconf import OmegaConf
+
 from r1exp.config.stage import Stage
 from r1exp.errors import ConfigError
 from r1exp.perf import training_attention
@@ -213,7 +215,7 @@ def _save(trainer, tokenizer, cfg) -> Path:
 
 def memory_workload(cfg, common: dict, accumulation: int, prompt_tokens: int) -> Workload:
     """One process's memory terms: sequences of sft.max_length, Liger's kernels if enabled."""
-    attention = training_attention(cfg, common["attention"])  # packed rows may switch it
+    attention = training_attention(cfg, STAGE, common["attention"])  # packed rows may switch it
     return Workload(stage="sft", tokens_per_sequence=cfg.sft.max_length,
                     liger=bool(cfg.hardware.perf.liger_kernel),
                     **{**common, "attention": attention})
@@ -226,8 +228,19 @@ def memory_fixes(cfg, work: Workload) -> list[tuple[str, Workload]]:
     return [(f"sft.max_length={half}", replace(work, tokens_per_sequence=half))]
 
 
+def packed_row_tokens(cfg) -> int:
+    """Tokens of one packed batch row, where sft.packing flattens a batch into one row."""
+    # `bfd` is TRL's default strategy; `wrapped` keeps rows and cuts documents instead.
+    if not cfg.sft.packing or OmegaConf.select(cfg, "sft.packing_strategy",
+                                               default="bfd") not in ("bfd", "bfd_split"):
+        return 0
+    return cfg.hardware.per_device_train_batch_size * cfg.sft.max_length
+
+
 STAGE = register(Stage(
     name="sft", run=run, check=check, training=True,
+    perf_levers=("fused_optimizer", "liger_kernel", "torch_compile", "packed_attention"),
+    packed_row_tokens=packed_row_tokens,
     config_sections=CONFIG_SECTIONS, benchmarks_key=BENCHMARKS_KEY,
     memory=memory_workload, memory_fixes=memory_fixes,
 ))
