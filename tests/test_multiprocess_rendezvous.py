@@ -14,7 +14,7 @@ from test_config import CONF
 
 from r1exp.stages import make_plan, validate
 from r1exp.errors import ConfigError
-from r1exp.launch.rendezvous import (
+from r1exp.rendezvous import (
     PORT_RANGE, allocation_hosts, from_environment, main_process_port, slurm_job,
 )
 

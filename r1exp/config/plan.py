@@ -14,8 +14,8 @@ from r1exp.config.memory import (
     MemoryEstimate, VLLMShare, check_fit, estimate_for_plan, vllm_share,
 )
 from r1exp.config.stage import Stage
+from r1exp import rendezvous
 from r1exp.errors import ConfigError
-from r1exp.launch import rendezvous
 from r1exp.resources import LAUNCHERS_DIR
 from r1exp.rundir import RESOLVED_CONFIG
 
@@ -71,7 +71,6 @@ def make_plan(cfg: DictConfig, stage: Stage,
     global_batch = cfg.train.global_batch_size
     accumulation = 1
     memory = None
-    _check_perf(cfg)
     if stage.training:
         accumulation = _accumulation(global_batch, world_size, per_device)
         stage.check_batch(cfg, global_batch)
@@ -89,12 +88,6 @@ def make_plan(cfg: DictConfig, stage: Stage,
         memory=memory,
         vllm_memory=vllm_share(cfg, vllm),
     )
-
-
-def _check_perf(cfg: DictConfig) -> None:
-    from r1exp.perf import check
-
-    check(cfg)
 
 
 def _accumulation(global_batch: int, world_size: int, per_device: int) -> int:
@@ -131,7 +124,7 @@ def launch_command(cfg: DictConfig, world_size: int, resolved_yaml: str) -> tupl
 
 
 def _rendezvous_args(num_nodes: int) -> tuple[str, ...]:
-    """Main node and machine rank from Slurm's environment (r1exp/launch/rendezvous.py).
+    """Main node and machine rank from Slurm's environment (r1exp/rendezvous.py).
 
     Outside a Slurm allocation (a dry run on a laptop) the flags are left out; the controller
     checks the rendezvous again before it starts anything and refuses without one.

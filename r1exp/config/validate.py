@@ -24,6 +24,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
                                      "flex_attention"),
     "hardware.distributed": ("none", "ddp", "zero2", "zero3"),
     "hardware.generation_backend": ("transformers", "vllm"),
+    "hardware.perf.packed_attention": ("flex_attention", "sdpa"),  # r1exp/perf/fast_paths.py
     "hardware.vllm.mode": ("colocate", "server"),
     "dataset.source": ("generated", "hub", "local"),
     "train.resume": ("auto", "never"),
@@ -89,6 +90,13 @@ def _check_hardware(cfg: DictConfig) -> None:
             f"hardware.distributed={hw.distributed} needs DeepSpeed, which hardware '{hw.name}' "
             "lacks; use hardware.distributed=ddp"
         )
+    if hw.accelerator != "cuda":  # the speed levers of r1exp/perf that need one
+        for key in ("liger_kernel", "compiled_generation", "fused_optimizer"):
+            if hw.perf[key]:
+                raise ConfigError(
+                    f"hardware.perf.{key}=true on the {hw.accelerator} profile '{hw.name}': it "
+                    f"needs a CUDA device; use hardware.perf.{key}=false"
+                )
     if hw.generation_backend == "vllm" and "vllm" in hw.lacks:
         raise ConfigError(
             f"hardware.generation_backend=vllm but hardware '{hw.name}' has no vLLM build; "

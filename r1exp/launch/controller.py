@@ -17,16 +17,17 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from r1exp.config.plan import Plan
-from r1exp.errors import ConfigError
-from r1exp.launch import allocator, rendezvous, requeue
+from r1exp import rendezvous
+from r1exp.launch import allocator, requeue
 from r1exp.launch.preflight import preflight
 from r1exp.launch.processes import stop
 from r1exp.launch.resume import (
-    RunClaim, adopt_run, find_resumable_run, reattach_run, refuse_finished_training,
+    RunClaim, adopt_run, find_resumable_run, refuse_finished_training,
 )
 from r1exp.launch.worker_output import teed_process
 from r1exp.rundir import RunDir, write_atomically
 from r1exp.stages import make_plan, stage, validate
+from r1exp.tracking.attempts import reattach_run
 
 log = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 5  # how often the controller checks what the workers depend on
@@ -79,7 +80,7 @@ def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
 
     tags = {"stage": typed.stage, **(hydra_tags or {})}
     run = (reattach_run(typed, run_dir) if resumed else None) or open_run(
-        typed, OmegaConf.to_container(typed), run_dir, tags, parent_run_id)
+        typed, OmegaConf.to_container(typed), run_dir, tags, stage(typed.stage), parent_run_id)
     status = "FAILED"
     requeued = False
 
@@ -241,11 +242,3 @@ def executable_argv(command: tuple[str, ...]) -> list[str]:
 
 def _read_metrics(run_dir: Path) -> dict[str, float]:
     return RunDir(run_dir).metrics()
-
-
-def config_error_exit(err: ConfigError, origin: str | None = None) -> None:
-    """`origin`: where a value the error names came from, when not from the user."""
-    print(f"r1exp: config error: {err}", file=sys.stderr)
-    if origin:
-        print(f"r1exp: {origin}", file=sys.stderr)
-    sys.exit(2)

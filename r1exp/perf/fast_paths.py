@@ -32,28 +32,10 @@ from r1exp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-PACKED_ATTENTIONS = ("flex_attention", "sdpa")
 # Attention kernels that take the packed row's document boundaries natively (varlen).
 VARLEN_ATTENTIONS = ("flash_attention_2", "flash_attention_3")
 # Prompts are left-padded to a multiple of this under compiled generation (few cache shapes).
 GENERATION_PROMPT_MULTIPLE = 64
-
-
-def check(cfg) -> None:
-    """Cheap validation of `hardware.perf` (ConfigError names the key and what is allowed)."""
-    perf = cfg.hardware.perf
-    if perf.packed_attention not in PACKED_ATTENTIONS:
-        raise ConfigError(
-            f"hardware.perf.packed_attention={perf.packed_attention!r} is not allowed; "
-            f"choose one of: {', '.join(PACKED_ATTENTIONS)}"
-        )
-    if cfg.hardware.accelerator != "cuda":
-        for key in ("liger_kernel", "compiled_generation", "fused_optimizer"):
-            if perf[key]:
-                raise ConfigError(
-                    f"hardware.perf.{key}=true on the {cfg.hardware.accelerator} profile "
-                    f"'{cfg.hardware.name}': it needs a CUDA device; use hardware.perf.{key}=false"
-                )
 
 
 def training_attention(cfg, stage: Stage, resolved: str) -> str:

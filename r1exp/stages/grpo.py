@@ -8,6 +8,7 @@ by the controller, see r1exp/launch/vllm_server.py).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 
 from r1exp.config.memory import GB, Workload
@@ -18,6 +19,9 @@ from r1exp.stages.registry import register
 from r1exp.stages.training import TRAINING_BENCHMARKS, TRAINING_SECTIONS
 
 log = logging.getLogger(__name__)
+# Where the controller's vLLM server (r1exp/launch/vllm_server.py) tells the workers it listens.
+SERVER_URL_ENV = "R1EXP_VLLM_SERVER_URL"
+GROUP_PORT_ENV = "R1EXP_VLLM_GROUP_PORT"
 # What this stage reads, so what its MLflow params show (r1exp.tracking.params).
 CONFIG_SECTIONS = TRAINING_SECTIONS + ("grpo", "reward")
 BENCHMARKS_KEY = TRAINING_BENCHMARKS
@@ -168,10 +172,6 @@ def generation_backend_arguments(cfg) -> dict:
         "vllm_gpu_memory_utilization": hw.vllm.gpu_memory_utilization,
     }
     if hw.vllm.mode == "server":
-        from r1exp.launch.vllm_server import (
-            SERVER_URL_ENV, group_port_from_env, server_url_from_env,
-        )
-
         url = server_url_from_env()
         if url is None:
             raise RuntimeError(f"vLLM server mode but {SERVER_URL_ENV} is unset: the controller "
@@ -181,6 +181,15 @@ def generation_backend_arguments(cfg) -> dict:
         if group_port is not None:  # a free port, so parallel runs do not collide
             args["vllm_group_port"] = group_port
     return args
+
+
+def server_url_from_env() -> str | None:
+    return os.environ.get(SERVER_URL_ENV)
+
+
+def group_port_from_env() -> int | None:
+    port = os.environ.get(GROUP_PORT_ENV)
+    return int(port) if port else None
 
 
 def conversation(row, cfg) -> list[dict[str, str]]:
