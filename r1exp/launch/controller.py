@@ -16,18 +16,20 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from r1exp.config.plan import Plan
 from r1exp import rendezvous
+from r1exp.config.plan import Plan
 from r1exp.launch import allocator, requeue
 from r1exp.launch.preflight import preflight
 from r1exp.launch.processes import stop
-from r1exp.launch.resume import (
-    RunClaim, adopt_run, find_resumable_run, refuse_finished_training,
-)
+from r1exp.launch.resume import RunClaim, adopt_run, find_resumable_run, refuse_finished_training
+from r1exp.launch.summary import collect, render
+from r1exp.launch.vllm_server import running_server
 from r1exp.launch.worker_output import teed_process
+from r1exp.models.loading import resolve_model_dir
 from r1exp.rundir import RunDir, write_atomically
 from r1exp.stages import make_plan, stage, validate
 from r1exp.tracking.attempts import reattach_run
+from r1exp.tracking.mlflow_run import open_run
 
 log = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 5  # how often the controller checks what the workers depend on
@@ -75,8 +77,6 @@ def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
     write_atomically(RunDir(run_dir).resolved_config, OmegaConf.to_yaml(typed, resolve=True))
     if machine_rank != 0:
         return _run_untracked_node(plan, typed, machine_rank)
-
-    from r1exp.tracking.mlflow_run import open_run
 
     tags = {"stage": typed.stage, **(hydra_tags or {})}
     run = (reattach_run(typed, run_dir) if resumed else None) or open_run(
@@ -155,8 +155,6 @@ def _run_untracked_node(plan: Plan, cfg: DictConfig, machine_rank: int) -> dict[
 
 
 def _print_summary(status: str, cfg: DictConfig, run_dir: Path, run, tags: dict) -> None:
-    from r1exp.launch.summary import collect, render
-
     recipe = tags.get("choice.experiment")
     try:
         text = render(collect(status, cfg.stage, run_dir, run,
@@ -175,9 +173,6 @@ def _run_workers(plan: Plan, cfg: DictConfig, run, log_path: Path | None = None)
     if run is not None:
         env.update(run.env())
     if stage(cfg.stage).uses_vllm_server(cfg):
-        from r1exp.launch.vllm_server import running_server
-        from r1exp.models.loading import resolve_model_dir
-
         model_dir = resolve_model_dir(cfg.model, cfg.paths.cache_dir)
         with running_server(cfg, model_dir, env, Path(cfg.paths.output_dir)) as server:
             return _start_and_wait(plan, server.worker_env, log_path, watch=server.check_alive)

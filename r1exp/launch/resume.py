@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from r1exp.errors import ConfigError
 from r1exp.rundir import RunDir, canonical_json, checkpoint_step, short_hash
+from r1exp.stages import stage, validate
 
 log = logging.getLogger(__name__)
 # Keys that differ between attempts of the same run without changing what it computes.
@@ -50,8 +51,6 @@ def refuse_finished_training(cfg: DictConfig, run_dir: Path) -> None:
     transformers' Trainer checks max_steps only after a step, so resuming there would train one
     step past the limit and overwrite the finished model. Say so before any heavy work instead.
     """
-    from r1exp.stages import stage
-
     if not stage(cfg.stage).training or cfg.train.resume != "auto" or cfg.train.max_steps <= 0:
         return
     rundir = RunDir(run_dir)
@@ -71,8 +70,6 @@ def refuse_finished_training(cfg: DictConfig, run_dir: Path) -> None:
 
 def holds_progress(cfg: DictConfig, run_dir: Path) -> bool:
     """Whether `run_dir` holds work of `cfg.stage` worth continuing from."""
-    from r1exp.stages import stage
-
     return stage(cfg.stage).resumable(cfg, run_dir)
 
 
@@ -111,8 +108,6 @@ def find_resumable_run(cfg: DictConfig) -> Path | None:
 def adopt_run(cfg: DictConfig, run_dir: Path) -> DictConfig:
     """`cfg` with paths.output_dir, and every value derived from it, moved to `run_dir`; the
     dir this attempt was given keeps only a `resumed_in` pointer (and Hydra's own files)."""
-    from r1exp.stages import validate
-
     old = str(cfg.paths.output_dir)
     if Path(old).resolve() == Path(run_dir).resolve():  # rerun in the same dir: nothing moves
         return cfg

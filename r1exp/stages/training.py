@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 
 from r1exp.config.plan import Plan
+from r1exp.eval import check as check_eval
+from r1exp.eval import evaluate_model
 from r1exp.models.loading import TORCH_DTYPES, resolve_attn_implementation
 from r1exp.perf import trainer_arguments, training_attention
 from r1exp.rundir import TRAINER_STATE, RunDir
@@ -161,8 +163,6 @@ def final_metrics(trainer, result) -> dict[str, float]:
 def check_train_benchmarks(cfg) -> None:
     """`train.benchmarks` are evaluated after training: a bad name must fail before it."""
     if cfg.train.benchmarks:
-        from r1exp.eval import check as check_eval
-
         check_eval(cfg, cfg.train.benchmarks, "train.benchmarks")
 
 
@@ -170,6 +170,5 @@ def evaluate_trained_model(cfg, model_dir: Path) -> dict[str, float]:
     """The eval stage's metrics for the final model on `train.benchmarks` (none: {})."""
     if not cfg.train.benchmarks:
         return {}
-    from r1exp.eval import evaluate_model
 
     return evaluate_model(cfg, str(model_dir), list(cfg.train.benchmarks))

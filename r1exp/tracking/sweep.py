@@ -42,8 +42,13 @@ from r1exp.errors import ConfigError
 from r1exp.rendezvous import machine_rank
 from r1exp.rundir import RunDir
 from r1exp.stages import stage
-from r1exp.tracking.mlflow_run import SWEEP_VARIED_TAG
+from r1exp.tracking.mlflow_run import (
+    SWEEP_VARIED_TAG, TrackedRun, client_for, experiment_id, open_run, tracking_uri,
+)
+from r1exp.tracking.params import metric_name
+from r1exp.tracking.patience import Patience
 from r1exp.tracking.run_name import SEPARATOR, run_name
+from r1exp.tracking.source import source_tags
 
 log = logging.getLogger(__name__)
 SWEEP_FILE = "sweep.json"
@@ -203,7 +208,6 @@ def record_failed_job(cfg: DictConfig, job_dir: Path, err: BaseException,
         # Ended by the controller, unless the controller itself was killed mid-run.
         _fail_if_running(cfg, run_id, err)
         return
-    from r1exp.tracking.mlflow_run import open_run
 
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -219,8 +223,6 @@ def record_failed_job(cfg: DictConfig, job_dir: Path, err: BaseException,
 
 
 def _fail_if_running(cfg: DictConfig, run_id: str, err: BaseException) -> None:
-    from r1exp.tracking.mlflow_run import client_for, tracking_uri
-
     client = client_for(tracking_uri(cfg))
     if client.get_run(run_id).info.status in ("RUNNING", "SCHEDULED"):  # SCHEDULED: requeued
         client.set_tag(run_id, "error", first_line(err)[:5000])
@@ -302,9 +304,6 @@ def _git(repo: Path, *args: str) -> str | None:
 def open_parent_run(config: DictConfig, sweep_dir: Path) -> dict[str, str] | None:
     if OmegaConf.select(config, "logger.name") in (None, "none"):
         return None
-    from r1exp.tracking.mlflow_run import client_for, experiment_id, tracking_uri
-    from r1exp.tracking.patience import Patience
-    from r1exp.tracking.source import source_tags
 
     uri = tracking_uri(config)
     client = client_for(uri)
@@ -352,8 +351,6 @@ def _stage_of(config: dict[str, Any]) -> Stage | None:
 
 def finish_parent_run(parent: dict[str, str], status: str, sweep_dir: Path,
                       summary: tuple[Path, ...]) -> None:
-    from r1exp.tracking.mlflow_run import TrackedRun, client_for
-
     run = TrackedRun(client_for(parent["tracking_uri"]), parent["run_id"],
                      parent["tracking_uri"])
     for path in (*summary, sweep_dir / "multirun.yaml"):
@@ -413,9 +410,6 @@ def metric_value(run_dir: Path, metric: str, run_id: str | None,
     if isinstance(value, (int, float)):
         return float(value)
     if run_id and parent:
-        from r1exp.tracking.mlflow_run import client_for
-        from r1exp.tracking.params import metric_name
-
         logged = client_for(parent["tracking_uri"]).get_run(run_id).data.metrics
         for key in (metric, metric_name(metric)):
             if key in logged:
