@@ -37,6 +37,7 @@ register(Stage(name="eval", run=eval.run, check=eval.check, resumable=eval.resum
                config_sections=eval.CONFIG_SECTIONS, benchmarks_key=eval.BENCHMARKS_KEY,
                vllm=lambda cfg: _engine_vllm(cfg.eval.backend == "vllm", cfg)))
 register(Stage(name="generate", run=generate.run, check=generate.check,
+               resumable=generate.resumable,
                config_sections=generate.CONFIG_SECTIONS, benchmarks_key=generate.BENCHMARKS_KEY,
                vllm=lambda cfg: _engine_vllm(cfg.generate.engine == "vllm", cfg)))
 
