@@ -28,8 +28,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "hardware.vllm.mode": ("colocate", "server"),
     "dataset.source": ("generated", "hub", "local"),
     "train.resume": ("auto", "never"),
-    "grpo.loss_type": ("grpo", "bnpo", "dr_grpo", "dapo"),
-    "grpo.scale_rewards": ("group", "batch", "none"),
     "eval.backend": ("transformers", "vllm", "lighteval"),
     "generate.engine": ("transformers", "vllm", "openai"),
     "generate.keep": ("all", "correct", "first_correct"),

