@@ -13,6 +13,11 @@ STAGES: dict[str, Stage] = {}
 
 
 def register(stage: Stage) -> Stage:
+    """Make `stage` the one `stage=<its name>` picks; returns it, for the module's `STAGE`."""
+    if stage.training and stage.memory is None:
+        # the plan checks a training run's memory before anything loads
+        raise TypeError(f"stage {stage.name!r} is a training stage without a memory workload "
+                        "(Stage.memory)")
     if stage.name in STAGES:
         raise ValueError(f"stage {stage.name!r} is registered twice")
     STAGES[stage.name] = stage
