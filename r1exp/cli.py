@@ -8,7 +8,11 @@ import hydra
 from omegaconf import DictConfig
 
 from r1exp.config.group_overrides import exits_on_bad_group_choice
-from r1exp.errors import ConfigError
+from r1exp.config.recipe import recipe_in_force
+from r1exp.errors import ConfigError, config_error_exit
+from r1exp.launch.controller import WorkerFailed, control
+from r1exp.launch.sweep_job import run_sweep_job
+from r1exp.launch.vllm_server import ServerFailed
 from r1exp.resources import CONF_DIR as CONF_PATH
 
 # An absolute path: Hydra would otherwise look for a Python module `conf` when r1exp is
@@ -23,17 +27,11 @@ def main(cfg: DictConfig) -> dict | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from r1exp.config.recipe import recipe_in_force
-    from r1exp.launch.controller import WorkerFailed, config_error_exit, control
-    from r1exp.launch.vllm_server import ServerFailed
-
     runtime = HydraConfig.get()
     tags = {f"choice.{group}": str(option) for group, option in runtime.runtime.choices.items()
             if not group.startswith("hydra/")}
     tags["overrides"] = " ".join(runtime.overrides.task)
     if runtime.mode == RunMode.MULTIRUN:
-        from r1exp.tracking.sweep import run_sweep_job
-
         # A failing job is recorded and the sweep goes on; `r1exp -m` exits 1 at the end.
         return run_sweep_job(cfg, tags)
     recipe = recipe_in_force(cfg, runtime)

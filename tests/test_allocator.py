@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from r1exp.launch.allocator import for_vllm, hosts_vllm_engine
+from r1exp.launch.allocator import for_vllm
+from r1exp.stages import stage
 
 
 @pytest.mark.parametrize("conf,expected", [
@@ -24,8 +25,11 @@ def test_only_expandable_segments_is_left_out(conf, expected):
 def _cfg(stage, backend="transformers", mode="colocate", eval_backend="transformers",
          engine="transformers"):
     return OmegaConf.create({
-        "stage": stage, "eval": {"backend": eval_backend}, "generate": {"engine": engine},
-        "hardware": {"generation_backend": backend, "vllm": {"mode": mode}}})
+        "stage": stage, "generate": {"engine": engine},
+        "eval": {"backend": eval_backend,
+                 "vllm": {"gpu_memory_utilization": 0.9, "tensor_parallel_size": 1}},
+        "hardware": {"generation_backend": backend, "vllm": {"mode": mode, "server_devices": 1,
+                                                             "gpu_memory_utilization": 0.3}}})
 
 
 @pytest.mark.parametrize("cfg,hosts", [
@@ -39,4 +43,4 @@ def _cfg(stage, backend="transformers", mode="colocate", eval_backend="transform
     (_cfg("sft", backend="vllm"), False),
 ])
 def test_which_workers_host_an_engine(cfg, hosts):
-    assert hosts_vllm_engine(cfg) is hosts
+    assert stage(cfg.stage).hosts_vllm_engine(cfg) is hosts

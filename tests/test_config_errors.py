@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from r1exp.config.ranges import RANGES, Interval
 from r1exp.config.schema import RunConfig
-from r1exp.config.validate import validate
+from r1exp.stages import validate
 from r1exp.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

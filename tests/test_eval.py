@@ -100,7 +100,7 @@ def test_bad_eval_settings_name_the_key(tmp_path, overrides, key):
 def test_vllm_backend_without_vllm_is_a_clear_error(tmp_path, monkeypatch):
     import importlib.util
 
-    from r1exp.config.plan import make_plan
+    from r1exp.stages import make_plan
     from r1exp.launch.preflight import preflight
 
     with pytest.raises(ConfigError, match="eval.backend=vllm"):

@@ -10,8 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from r1exp.config.plan import make_plan
-from r1exp.config.validate import validate
+from r1exp.stages import make_plan, validate
 from r1exp.errors import ConfigError
 from r1exp.launch.preflight import preflight
 

@@ -22,9 +22,8 @@ from omegaconf import OmegaConf
 from tests.bench.gpu_workloads import Variant, estimate_gb
 from tests.bench.gpu_workloads import compose as compose_variant
 from r1exp.config.memory import GB, Shape, Workload, estimate, workload_from_config
-from r1exp.config.plan import make_plan
-from r1exp.config.validate import validate
 from r1exp.errors import ConfigError
+from r1exp.stages import make_plan, stage, validate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF = REPO_ROOT / "conf"
@@ -190,7 +189,7 @@ def test_vllm_counts_its_reserved_share_not_a_kv_cache(tmp_path):
     cpu_cfg, cpu = planned(["hardware=cpu", "hardware.generation_backend=vllm"], tmp_path)
     assert cpu.vllm_memory is None
     # on a CPU vLLM's share is of host memory: no device bytes (the GPU bench's --tiny needs it)
-    assert workload_from_config(cpu_cfg, 1, 2, 1).vllm_bytes == 0
+    assert workload_from_config(cpu_cfg, stage("grpo"), 1, 2, 1).vllm_bytes == 0
 
 
 def test_vllm_share_too_small_for_the_weights_fails_in_the_dry_run(tmp_path):

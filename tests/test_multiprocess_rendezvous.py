@@ -12,10 +12,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from test_config import CONF
 
-from r1exp.config.plan import make_plan
-from r1exp.config.validate import validate
+from r1exp.stages import make_plan, validate
 from r1exp.errors import ConfigError
-from r1exp.launch.rendezvous import (
+from r1exp.rendezvous import (
     PORT_RANGE, allocation_hosts, from_environment, main_process_port, slurm_job,
 )
 

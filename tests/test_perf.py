@@ -12,10 +12,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from tests.bench import gpu
-from r1exp.config.plan import make_plan
-from r1exp.config.validate import validate
+from r1exp.stages import make_plan, stage, validate
 from r1exp.errors import ConfigError
-from r1exp.perf import accelerate_trainer, check, fast_paths, trainer_arguments, training_attention
+from r1exp.perf import accelerate_trainer, fast_paths, trainer_arguments, training_attention
 from r1exp.perf.generation import reuse_static_cache
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -40,7 +39,7 @@ def liger_installed(monkeypatch):
 def test_the_profile_chooses_whether_sft_packs_and_an_override_wins(profile, packed):
     cfg = config(["stage=sft", f"hardware={profile}"])
     assert cfg.sft.packing is packed
-    assert fast_paths.packs_into_one_row(cfg) is packed
+    assert (stage("sft").packed_row_tokens(cfg) > 0) is packed
     flipped = config(["stage=sft", f"hardware={profile}", f"sft.packing={not packed}"])
     assert flipped.sft.packing is (not packed)
 
@@ -48,41 +47,43 @@ def test_the_profile_chooses_whether_sft_packs_and_an_override_wins(profile, pac
 def test_h100_packed_sft_gets_every_lever(liger_installed):
     cfg = config(["stage=sft", "hardware=1xh100", "model=qwen2.5-0.5b-instruct",
                   "sft.packing=true", "sft.max_length=2048", "train.global_batch_size=8"])
-    args = trainer_arguments(cfg)
+    args = trainer_arguments(cfg, stage(cfg.stage))
     assert args == {"optim": "adamw_torch_fused", "use_liger_kernel": True,
                     "pad_to_multiple_of": 8 * 2048}  # one static row: flex compiles once
-    assert training_attention(cfg, "sdpa") == "flex_attention"
-    assert training_attention(cfg, "flash_attention_2") == "flash_attention_2"  # varlen itself
+    assert training_attention(cfg, stage("sft"), "sdpa") == "flex_attention"
+    # flash-attn does varlen itself
+    assert training_attention(cfg, stage("sft"), "flash_attention_2") == "flash_attention_2"
 
 
 def test_unpacked_sft_keeps_the_profile_attention_and_no_padding(liger_installed):
     cfg = config(["stage=sft", "hardware=1xh100", "model=qwen2.5-0.5b-instruct",
                   "sft.packing=false", "train.global_batch_size=8"])
-    assert training_attention(cfg, "sdpa") == "sdpa"
-    assert "pad_to_multiple_of" not in trainer_arguments(cfg)
+    assert training_attention(cfg, stage("sft"), "sdpa") == "sdpa"
+    assert "pad_to_multiple_of" not in trainer_arguments(cfg, stage(cfg.stage))
 
 
 def test_h100_grpo_compiles_generation_without_liger():
     cfg = config(["stage=grpo", "hardware=1xh100", "train.global_batch_size=16"])
-    assert trainer_arguments(cfg) == {"optim": "adamw_torch_fused",
+    assert trainer_arguments(cfg, stage(cfg.stage)) == {"optim": "adamw_torch_fused",
                                       "cache_implementation": "static", "pad_to_multiple_of": 64}
 
 
 def test_vllm_generation_leaves_transformers_generation_alone():
     cfg = config(["experiment=open-r1-grpo-demo"])
-    assert "cache_implementation" not in trainer_arguments(cfg)
+    assert "cache_implementation" not in trainer_arguments(cfg, stage(cfg.stage))
 
 
 def test_cpu_profile_stays_plain():
-    for stage in ("sft", "grpo"):
-        assert trainer_arguments(config([f"stage={stage}", "hardware=cpu"])) == {}
+    for name in ("sft", "grpo"):
+        cfg = config([f"stage={name}", "hardware=cpu"])
+        assert trainer_arguments(cfg, stage(name)) == {}
 
 
 def test_liger_missing_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(fast_paths.importlib.util, "find_spec", lambda name: None)
     cfg = config(["stage=sft", "hardware=1xh100", "train.global_batch_size=8"])
     with pytest.raises(ConfigError, match="hardware.perf.liger_kernel=true but liger-kernel"):
-        trainer_arguments(cfg)
+        trainer_arguments(cfg, stage(cfg.stage))
 
 
 def test_training_kwargs_carry_the_levers(liger_installed):
@@ -101,11 +102,8 @@ def test_training_kwargs_carry_the_levers(liger_installed):
     ("hardware.perf.compiled_generation=true", "needs a CUDA device"),
 ])
 def test_bad_levers_fail_before_anything_runs(override, message):
-    cfg = config(["hardware=cpu", override])
     with pytest.raises(ConfigError, match=message):
-        check(cfg)
-    with pytest.raises(ConfigError, match=message):
-        make_plan(cfg)
+        config(["hardware=cpu", override])
 
 
 def test_accelerate_trainer_switches_compiled_generation_on():
@@ -115,13 +113,13 @@ def test_accelerate_trainer_switches_compiled_generation_on():
     trainer = SimpleNamespace(generation_config=GenerationConfig(disable_compile=True),
                               model=model)
     accelerate_trainer(trainer, config(["stage=grpo", "hardware=1xh100",
-                                        "train.global_batch_size=16"]))
+                                        "train.global_batch_size=16"]), stage("grpo"))
     assert trainer.generation_config.disable_compile is False
     assert trainer.generation_config.compile_config.mode == "reduce-overhead"
 
     untouched = SimpleNamespace(generation_config=GenerationConfig(disable_compile=True),
                                 model=model)
-    accelerate_trainer(untouched, config(["stage=grpo", "hardware=cpu"]))
+    accelerate_trainer(untouched, config(["stage=grpo", "hardware=cpu"]), stage("grpo"))
     assert untouched.generation_config.disable_compile is True
 
 

@@ -19,9 +19,9 @@ from r1exp.errors import ConfigError
 from r1exp.launch.controller import prepare
 from r1exp.rundir import RunDir
 from r1exp.launch.resume import (
-    RunClaim, adopt_run, already_logged, find_resumable_run, fingerprint, reattach_run,
-    refuse_finished_training,
+    RunClaim, adopt_run, find_resumable_run, fingerprint, refuse_finished_training,
 )
+from r1exp.tracking.attempts import already_logged, reattach_run
 from waiting import wait_for
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 from test_config import REPO_ROOT, composed
 
-from r1exp.config.validate import validate
+from r1exp.stages import stage, validate
 from r1exp.tracking import source
 from r1exp.tracking.mlflow_run import SWEEP_VARIED_TAG, client_for, open_run
 from r1exp.tracking.sweep import job_varies, sweep_axes, sweep_run_name
@@ -25,7 +25,7 @@ def opened(tmp_path: Path, *overrides: str, tags: dict[str, str] | None = None):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = validate(OmegaConf.create(OmegaConf.to_container(
         composed([f"logger.tracking_uri={uri}", *overrides], tmp_path), resolve=True)))
-    run = open_run(cfg, OmegaConf.to_container(cfg), tmp_path, tags or {})
+    run = open_run(cfg, OmegaConf.to_container(cfg), tmp_path, tags or {}, stage(cfg.stage))
     return client_for(uri).get_run(run.run_id)
 
 

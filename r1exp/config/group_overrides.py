@@ -18,7 +18,7 @@ from typing import Any, Callable
 from hydra.core.override_parser.types import Override, QuotedString, ValueType
 
 from r1exp.config.schema import RunConfig
-from r1exp.errors import ConfigError
+from r1exp.errors import ConfigError, config_error_exit
 
 # Options of these are expanded by Hydra itself from the group's listing (`glob(*)`).
 _EXPANDED_SWEEPS = (ValueType.GLOB_CHOICE_SWEEP,)
@@ -53,8 +53,6 @@ def _check_command_line(config_dir: str) -> None:
     try:
         check_group_overrides(args.overrides, config_dir)
     except ConfigError as err:
-        from r1exp.launch.controller import config_error_exit
-
         config_error_exit(err)
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 
 from omegaconf import OmegaConf
 
+from r1exp.config.stage import Stage, VLLMUse
 from r1exp.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -296,56 +297,42 @@ def _kv_cache(work: Workload, a: int) -> float:
 # --- from a config ---------------------------------------------------------------------------
 
 
-def workload_from_config(cfg, world_size: int, per_device: int, accumulation: int,
+def workload_from_config(cfg, stage: Stage, world_size: int, per_device: int,
+                         accumulation: int,
                          prompt_tokens: int = ASSUMED_PROMPT_TOKENS) -> Workload:
-    from r1exp.perf.fast_paths import training_attention
-
+    """What one process of `stage` (a training stage) holds: the terms every training stage
+    shares, completed by the stage's own (Stage.memory)."""
     hw, model = cfg.hardware, cfg.model
     arch = OmegaConf.select(cfg, "model.architecture", throw_on_missing=False)
     shape = Shape.from_config(arch) if arch is not None and not OmegaConf.is_missing(
         cfg.model, "architecture") else None
     lora = cfg.train.lora
-    # "auto" becomes flash-attn only where it is installed; plan for sdpa, which saves more.
-    attention = hw.attn_implementation if hw.attn_implementation != "auto" else "sdpa"
     common = dict(
         shape=shape, num_parameters=float(model.num_parameters), dtype=hw.dtype,
         per_device_batch=per_device, gradient_checkpointing=bool(hw.gradient_checkpointing),
-        attention=training_attention(cfg, attention), distributed=hw.distributed,
-        world_size=world_size, accumulation=accumulation,
+        # "auto" becomes flash-attn only where it is installed; plan for sdpa, which saves more.
+        attention=hw.attn_implementation if hw.attn_implementation != "auto" else "sdpa",
+        distributed=hw.distributed, world_size=world_size, accumulation=accumulation,
         fused_optimizer=bool(hw.perf.fused_optimizer) and cfg.train.optim == "adamw_torch",
         lora_rank=lora.r if lora.enabled else 0,
         lora_targets=lora.target_modules if isinstance(lora.target_modules, str)
         else list(lora.target_modules),
     )
-    if cfg.stage == "sft":
-        return Workload(stage="sft", tokens_per_sequence=cfg.sft.max_length,
-                        liger=bool(hw.perf.liger_kernel), **common)
-    g = cfg.grpo
-    local_generation = hw.generation_backend == "transformers"
-    # A CPU has no device memory to share: there vLLM's share is of host memory.
-    colocated = (hw.generation_backend == "vllm" and hw.vllm.mode == "colocate"
-                 and hw.device_memory_gb is not None)
-    steps_per_generation = g.steps_per_generation or accumulation
-    return Workload(
-        stage="grpo", tokens_per_sequence=prompt_tokens + g.max_completion_length, liger=False,
-        reference_model=g.beta > 0,
-        generation_sequences=per_device * steps_per_generation if local_generation else 0,
-        vllm_bytes=hw.vllm.gpu_memory_utilization * hw.device_memory_gb * GB if colocated else 0.0,
-        **common,
-    )
+    return stage.memory(cfg, common, accumulation, prompt_tokens)
 
 
-def estimate_for_plan(cfg, world_size: int, per_device: int, accumulation: int) -> MemoryEstimate:
+def estimate_for_plan(cfg, stage: Stage, world_size: int, per_device: int,
+                      accumulation: int) -> MemoryEstimate:
     hw = cfg.hardware
     device = hw.device_memory_gb * GB if hw.device_memory_gb is not None else None
-    work = workload_from_config(cfg, world_size, per_device, accumulation)
+    work = workload_from_config(cfg, stage, world_size, per_device, accumulation)
     result = estimate(work, device)
-    if cfg.stage == "grpo" and work.generation_sequences:
-        result.notes.append(f"grpo prompts assumed at most {ASSUMED_PROMPT_TOKENS} tokens")
+    if work.generation_sequences:
+        result.notes.append(f"{stage.name} prompts assumed at most {ASSUMED_PROMPT_TOKENS} tokens")
     return result
 
 
-def check_fit(cfg, result: MemoryEstimate, world_size: int, per_device: int,
+def check_fit(cfg, stage: Stage, result: MemoryEstimate, world_size: int, per_device: int,
               accumulation: int) -> None:
     """ConfigError when the plan cannot fit, naming the biggest term and the knob that fixes it."""
     if result.fits:
@@ -353,17 +340,17 @@ def check_fit(cfg, result: MemoryEstimate, world_size: int, per_device: int,
             log.warning("tight memory plan: %.1f of %.1f GB (%.0f%%) per device; see the dry run",
                         result.total / GB, result.device_bytes / GB, 100 * result.fraction)
         return
-    work = workload_from_config(cfg, world_size, per_device, accumulation)
+    work = workload_from_config(cfg, stage, world_size, per_device, accumulation)
     name, value = result.biggest_term()
     head = (f"the plan does not fit: about {result.total / GB:.1f} GB per device at its peak "
             f"({result.peak_phase}) on hardware '{cfg.hardware.name}' with "
             f"{result.device_bytes / GB:.0f} GB; biggest term: {name} {value / GB:.1f} GB")
-    raise ConfigError(f"{head}; {_remedy(cfg, work, result.device_bytes)}")
+    raise ConfigError(f"{head}; {_remedy(cfg, stage, work, result.device_bytes)}")
 
 
-def _remedy(cfg, work: Workload, device: float) -> str:
+def _remedy(cfg, stage: Stage, work: Workload, device: float) -> str:
     """The knobs that make it fit: one alone if possible, else the fewest, greedily."""
-    fixes = _candidate_fixes(cfg, work)
+    fixes = _candidate_fixes(cfg, stage, work)
     sized = sorted(((estimate(w).total, knob, w) for knob, w in fixes), key=lambda t: t[0])
     alone = [(total, knob) for total, knob, _ in sized if total <= device]
     if alone:
@@ -371,7 +358,7 @@ def _remedy(cfg, work: Workload, device: float) -> str:
         return f"fix: {options}"
     chosen, current = [], work
     for _ in range(len(fixes)):
-        steps = [(estimate(w).total, knob, w) for knob, w in _candidate_fixes(cfg, current)
+        steps = [(estimate(w).total, knob, w) for knob, w in _candidate_fixes(cfg, stage, current)
                  if knob.split("=")[0] not in {c.split("=")[0] for c in chosen}]
         if not steps:
             break
@@ -385,7 +372,7 @@ def _remedy(cfg, work: Workload, device: float) -> str:
             f"profile with more memory per device (hardware=...)")
 
 
-def _candidate_fixes(cfg, work: Workload) -> list[tuple[str, Workload]]:
+def _candidate_fixes(cfg, stage: Stage, work: Workload) -> list[tuple[str, Workload]]:
     fixes = []
     if not work.lora_rank and work.shape is not None:
         fixes.append(("train.lora.enabled=true", replace(work, lora_rank=cfg.train.lora.r)))
@@ -402,21 +389,7 @@ def _candidate_fixes(cfg, work: Workload) -> list[tuple[str, Workload]]:
                           replace(work, per_device_batch=smaller,
                                   generation_sequences=work.generation_sequences
                                   * smaller // work.per_device_batch)))
-    if work.stage == "sft" and work.tokens_per_sequence > 256:
-        half = work.tokens_per_sequence // 2
-        fixes.append((f"sft.max_length={half}", replace(work, tokens_per_sequence=half)))
-    if work.stage == "grpo":
-        completion = cfg.grpo.max_completion_length
-        if completion > 128:
-            fixes.append((f"grpo.max_completion_length={completion // 2}",
-                          replace(work, tokens_per_sequence=work.tokens_per_sequence
-                                  - completion + completion // 2)))
-        if work.reference_model and not work.lora_rank:
-            fixes.append(("grpo.beta=0.0", replace(work, reference_model=False)))
-        if work.generation_sequences > work.per_device_batch:
-            fixes.append(("grpo.steps_per_generation=1",
-                          replace(work, generation_sequences=work.per_device_batch)))
-    return fixes
+    return fixes + stage.memory_fixes(cfg, work)
 
 
 def _largest_divisor_below(total: int, current: int) -> int:
@@ -437,7 +410,7 @@ class VLLMShare:
                 f"{self.where}, {self.weights / GB:.2f} GB of it weights, the rest KV cache")
 
 
-def vllm_share(cfg) -> VLLMShare | None:
+def vllm_share(cfg, use: VLLMUse | None) -> VLLMShare | None:
     """vLLM's memory on the GPUs it uses, where this run generates with vLLM on a GPU.
 
     vLLM reserves gpu_memory_utilization of each GPU at start and fits weights plus KV cache
@@ -445,22 +418,10 @@ def vllm_share(cfg) -> VLLMShare | None:
     (a colocated share is also part of the training estimate) and checks the weights fit in it.
     """
     hw = cfg.hardware
-    if hw.accelerator != "cuda" or hw.device_memory_gb is None:
+    if use is None or hw.accelerator != "cuda" or hw.device_memory_gb is None:
         return None
-    if cfg.stage == "grpo" and hw.generation_backend == "vllm":
-        key, fraction, split = ("hardware.vllm.gpu_memory_utilization",
-                                hw.vllm.gpu_memory_utilization,
-                                hw.vllm.server_devices if hw.vllm.mode == "server" else 1)
-        where = ("the server's GPU(s)" if hw.vllm.mode == "server"
-                 else "each training GPU (colocated)")
-    elif ((cfg.stage == "eval" and cfg.eval.backend == "vllm")
-          or (cfg.stage == "generate" and cfg.generate.engine == "vllm")):
-        key, fraction, split = ("eval.vllm.gpu_memory_utilization",
-                                cfg.eval.vllm.gpu_memory_utilization,
-                                cfg.eval.vllm.tensor_parallel_size)
-        where = "each GPU"
-    else:
-        return None
+    key, fraction, split, where = (use.memory_key, use.gpu_memory_utilization, use.devices,
+                                   use.where)
     share = VLLMShare(key, fraction * hw.device_memory_gb * GB,
                       float(cfg.model.num_parameters) * DTYPE_BYTES[hw.dtype] / max(split, 1),
                       where)

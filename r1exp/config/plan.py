@@ -13,12 +13,12 @@ from omegaconf import DictConfig
 from r1exp.config.memory import (
     MemoryEstimate, VLLMShare, check_fit, estimate_for_plan, vllm_share,
 )
+from r1exp.config.stage import Stage
+from r1exp import rendezvous
 from r1exp.errors import ConfigError
-from r1exp.launch import rendezvous
 from r1exp.resources import LAUNCHERS_DIR
 from r1exp.rundir import RESOLVED_CONFIG
 
-TRAINING_STAGES = ("sft", "grpo")
 ACCELERATE_MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
@@ -48,16 +48,14 @@ class Plan:
         return "\n".join(lines)
 
 
-def uses_vllm_server(cfg: DictConfig) -> bool:
-    hw = cfg.hardware
-    return cfg.stage == "grpo" and hw.generation_backend == "vllm" and hw.vllm.mode == "server"
-
-
-def make_plan(cfg: DictConfig, resolved_yaml: str = f"<run_dir>/{RESOLVED_CONFIG}") -> Plan:
-    """Derive world size and batch split from a validated config; ConfigError if impossible."""
+def make_plan(cfg: DictConfig, stage: Stage,
+              resolved_yaml: str = f"<run_dir>/{RESOLVED_CONFIG}") -> Plan:
+    """Derive world size and batch split from a validated config of `stage`; ConfigError if
+    impossible."""
     hw = cfg.hardware
     devices = hw.num_nodes * hw.devices_per_node
-    generation_devices = hw.vllm.server_devices * hw.num_nodes if uses_vllm_server(cfg) else 0
+    vllm = stage.vllm(cfg)
+    generation_devices = vllm.devices * hw.num_nodes if vllm and vllm.server else 0
     world_size = devices - generation_devices
     if world_size < 1:
         raise ConfigError(
@@ -73,31 +71,23 @@ def make_plan(cfg: DictConfig, resolved_yaml: str = f"<run_dir>/{RESOLVED_CONFIG
     global_batch = cfg.train.global_batch_size
     accumulation = 1
     memory = None
-    _check_perf(cfg)
-    if cfg.stage in TRAINING_STAGES:
+    if stage.training:
         accumulation = _accumulation(global_batch, world_size, per_device)
-        if cfg.stage == "grpo":
-            _check_generation_groups(cfg, global_batch)
+        stage.check_batch(cfg, global_batch)
         if hw.device_memory_gb is not None:  # fails here, before anything loads, if it can't fit
-            memory = estimate_for_plan(cfg, world_size, per_device, accumulation)
-            check_fit(cfg, memory, world_size, per_device, accumulation)
+            memory = estimate_for_plan(cfg, stage, world_size, per_device, accumulation)
+            check_fit(cfg, stage, memory, world_size, per_device, accumulation)
     return Plan(
-        stage=cfg.stage,
+        stage=stage.name,
         world_size=world_size,
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accumulation,
-        global_batch_size=global_batch if cfg.stage in TRAINING_STAGES else world_size * per_device,
+        global_batch_size=global_batch if stage.training else world_size * per_device,
         generation_devices=generation_devices,
         launch_command=launch_command(cfg, world_size, resolved_yaml),
         memory=memory,
-        vllm_memory=vllm_share(cfg),
+        vllm_memory=vllm_share(cfg, vllm),
     )
-
-
-def _check_perf(cfg: DictConfig) -> None:
-    from r1exp.perf import check
-
-    check(cfg)
 
 
 def _accumulation(global_batch: int, world_size: int, per_device: int) -> int:
@@ -112,22 +102,6 @@ def _accumulation(global_batch: int, world_size: int, per_device: int) -> int:
         )
     return global_batch // step
 
-
-def _check_generation_groups(cfg: DictConfig, global_batch: int) -> None:
-    # Every prompt's completions must land in one generation batch, or the group advantage
-    # is computed over a partial group (open-r1#249).
-    generations = cfg.grpo.num_generations
-    if generations < 2:
-        raise ConfigError(
-            f"grpo.num_generations={generations}: GRPO compares completions of the same prompt, "
-            "so it needs at least 2"
-        )
-    if global_batch % generations:
-        raise ConfigError(
-            f"grpo.num_generations={generations} does not divide train.global_batch_size="
-            f"{global_batch} (completions per step); use a global batch that is a multiple of "
-            f"{generations}, e.g. {global_batch // generations * generations or generations}"
-        )
 
 
 def launch_command(cfg: DictConfig, world_size: int, resolved_yaml: str) -> tuple[str, ...]:
@@ -150,7 +124,7 @@ def launch_command(cfg: DictConfig, world_size: int, resolved_yaml: str) -> tupl
 
 
 def _rendezvous_args(num_nodes: int) -> tuple[str, ...]:
-    """Main node and machine rank from Slurm's environment (r1exp/launch/rendezvous.py).
+    """Main node and machine rank from Slurm's environment (r1exp/rendezvous.py).
 
     Outside a Slurm allocation (a dry run on a laptop) the flags are left out; the controller
     checks the rendezvous again before it starts anything and refuses without one.

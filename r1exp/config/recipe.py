@@ -39,13 +39,13 @@ def knob_nodes_read(stage: str) -> set[str]:
     """The knob nodes a stage reads, from what its module declares (CONFIG_SECTIONS, and eval's
     node where it evaluates benchmarks: train.benchmarks evaluates after training)."""
     from r1exp.errors import ConfigError
-    from r1exp.stages import stage_module
+    from r1exp.stages import stage as stage_named
 
     try:
-        module = stage_module(stage)
+        facts = stage_named(stage)
     except ConfigError:  # not a stage (yet): every change may matter
         return set(KNOB_NODES)
-    read = set(module.CONFIG_SECTIONS) | ({"eval"} if module.BENCHMARKS_KEY else set())
+    read = set(facts.config_sections) | ({"eval"} if facts.benchmarks_key else set())
     return read & KNOB_NODES
 
 

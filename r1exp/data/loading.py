@@ -15,6 +15,7 @@ import logging
 import os
 from pathlib import Path
 
+from r1exp.data.synthetic import generate_splits
 from r1exp.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -192,8 +193,6 @@ def _renamed(ds, rename: dict):
 
 def _generated(dataset_cfg, split: str, seed: int):
     from datasets import Dataset
-
-    from r1exp.data.synthetic import generate_splits
 
     splits = generate_splits(dict(dataset_cfg.generator), seed)
     if split not in splits:

@@ -17,7 +17,11 @@ GENERATORS: dict[str, Callable[..., list[Row]]] = {}
 
 
 def register_generator(name: str):
+    """Decorator: make `fn` the generator `dataset.generator.task=<name>` picks."""
+
     def decorate(fn):
+        if name in GENERATORS:
+            raise ValueError(f"generator {name!r} is registered twice")
         GENERATORS[name] = fn
         return fn
 

@@ -11,22 +11,8 @@ without expandable segments; the other settings of the variable stay.
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
-
 ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF"
 EXPANDABLE = "expandable_segments"
-
-
-def hosts_vllm_engine(cfg: DictConfig) -> bool:
-    """Whether the stage's worker runs a vLLM engine in its own process."""
-    if cfg.stage == "grpo":
-        hw = cfg.hardware
-        return hw.generation_backend == "vllm" and hw.vllm.mode == "colocate"
-    if cfg.stage == "eval":
-        return cfg.eval.backend == "vllm"
-    if cfg.stage == "generate":
-        return cfg.generate.engine == "vllm"
-    return False
 
 
 def for_vllm(env: dict[str, str]) -> dict[str, str]:

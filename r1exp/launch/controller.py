@@ -16,17 +16,20 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from r1exp.config.plan import TRAINING_STAGES, Plan, make_plan, uses_vllm_server
-from r1exp.config.validate import validate
-from r1exp.errors import ConfigError
-from r1exp.launch import allocator, rendezvous, requeue
+from r1exp import rendezvous
+from r1exp.config.plan import Plan
+from r1exp.launch import allocator, requeue
 from r1exp.launch.preflight import preflight
 from r1exp.launch.processes import stop
-from r1exp.launch.resume import (
-    RunClaim, adopt_run, find_resumable_run, reattach_run, refuse_finished_training,
-)
+from r1exp.launch.resume import RunClaim, adopt_run, find_resumable_run, refuse_finished_training
+from r1exp.launch.summary import collect, render
+from r1exp.launch.vllm_server import running_server
 from r1exp.launch.worker_output import teed_process
+from r1exp.models.loading import resolve_model_dir
 from r1exp.rundir import RunDir, write_atomically
+from r1exp.stages import make_plan, stage, validate
+from r1exp.tracking.attempts import reattach_run
+from r1exp.tracking.mlflow_run import open_run
 
 log = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 5  # how often the controller checks what the workers depend on
@@ -75,11 +78,9 @@ def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
     if machine_rank != 0:
         return _run_untracked_node(plan, typed, machine_rank)
 
-    from r1exp.tracking.mlflow_run import open_run
-
     tags = {"stage": typed.stage, **(hydra_tags or {})}
     run = (reattach_run(typed, run_dir) if resumed else None) or open_run(
-        typed, OmegaConf.to_container(typed), run_dir, tags, parent_run_id)
+        typed, OmegaConf.to_container(typed), run_dir, tags, stage(typed.stage), parent_run_id)
     status = "FAILED"
     requeued = False
 
@@ -154,8 +155,6 @@ def _run_untracked_node(plan: Plan, cfg: DictConfig, machine_rank: int) -> dict[
 
 
 def _print_summary(status: str, cfg: DictConfig, run_dir: Path, run, tags: dict) -> None:
-    from r1exp.launch.summary import collect, render
-
     recipe = tags.get("choice.experiment")
     try:
         text = render(collect(status, cfg.stage, run_dir, run,
@@ -168,15 +167,12 @@ def _print_summary(status: str, cfg: DictConfig, run_dir: Path, run, tags: dict)
 
 def _run_workers(plan: Plan, cfg: DictConfig, run, log_path: Path | None = None) -> int:
     env = {**os.environ, **{k: str(v) for k, v in cfg.hardware.env.items()}}
-    if allocator.hosts_vllm_engine(cfg):
+    if stage(cfg.stage).hosts_vllm_engine(cfg):
         env = allocator.for_vllm(env)
     log_path = log_path or RunDir(cfg.paths.output_dir).worker_log
     if run is not None:
         env.update(run.env())
-    if uses_vllm_server(cfg):
-        from r1exp.launch.vllm_server import running_server
-        from r1exp.models.loading import resolve_model_dir
-
+    if stage(cfg.stage).uses_vllm_server(cfg):
         model_dir = resolve_model_dir(cfg.model, cfg.paths.cache_dir)
         with running_server(cfg, model_dir, env, Path(cfg.paths.output_dir)) as server:
             return _start_and_wait(plan, server.worker_env, log_path, watch=server.check_alive)
@@ -191,7 +187,7 @@ def single_training_device(plan: Plan, cfg: DictConfig, env: dict[str, str]) -> 
     behind the plan's back. Found by the two-GPU validation (docs/scale-out.md). Eval and
     generate keep every GPU: one vLLM process may use several (tensor parallelism).
     """
-    if (plan.world_size != 1 or plan.stage not in TRAINING_STAGES
+    if (plan.world_size != 1 or not stage(plan.stage).training
             or cfg.hardware.accelerator != "cuda"):
         return env
     visible = env.get("CUDA_VISIBLE_DEVICES")
@@ -241,11 +237,3 @@ def executable_argv(command: tuple[str, ...]) -> list[str]:
 
 def _read_metrics(run_dir: Path) -> dict[str, float]:
     return RunDir(run_dir).metrics()
-
-
-def config_error_exit(err: ConfigError, origin: str | None = None) -> None:
-    """`origin`: where a value the error names came from, when not from the user."""
-    print(f"r1exp: config error: {err}", file=sys.stderr)
-    if origin:
-        print(f"r1exp: {origin}", file=sys.stderr)
-    sys.exit(2)

@@ -10,16 +10,12 @@ import importlib.util
 
 from r1exp.config.plan import Plan
 from r1exp.errors import ConfigError
+from r1exp.stages import stage
 
 
 def preflight(cfg, plan: Plan) -> None:
     hw = cfg.hardware
-    needs_vllm = (
-        (cfg.stage == "grpo" and hw.generation_backend == "vllm")
-        or (cfg.stage == "eval" and cfg.eval.backend == "vllm")
-        or (cfg.stage == "generate" and cfg.generate.engine == "vllm")
-    )
-    if needs_vllm and importlib.util.find_spec("vllm") is None:
+    if stage(cfg.stage).vllm(cfg) is not None and importlib.util.find_spec("vllm") is None:
         raise ConfigError(
             "vLLM is not installed but this run asks for it (hardware.generation_backend / "
             "eval.backend / generate.engine = vllm); install it with `pip install -e .[vllm]` "

@@ -19,15 +19,14 @@ import fcntl
 import logging
 import os
 from pathlib import Path
-from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
 from r1exp.errors import ConfigError
 from r1exp.rundir import RunDir, canonical_json, checkpoint_step, short_hash
+from r1exp.stages import stage, validate
 
 log = logging.getLogger(__name__)
-ATTEMPTS_TAG = "r1exp.attempts"       # on a run continued by a later attempt (reattach_run)
 # Keys that differ between attempts of the same run without changing what it computes.
 NOT_FINGERPRINTED = ("paths.output_dir", "dry_run", "train.resume", "logger")
 
@@ -52,9 +51,7 @@ def refuse_finished_training(cfg: DictConfig, run_dir: Path) -> None:
     transformers' Trainer checks max_steps only after a step, so resuming there would train one
     step past the limit and overwrite the finished model. Say so before any heavy work instead.
     """
-    from r1exp.config.plan import TRAINING_STAGES
-
-    if cfg.stage not in TRAINING_STAGES or cfg.train.resume != "auto" or cfg.train.max_steps <= 0:
+    if not stage(cfg.stage).training or cfg.train.resume != "auto" or cfg.train.max_steps <= 0:
         return
     rundir = RunDir(run_dir)
     checkpoint = rundir.last_complete_checkpoint()
@@ -73,12 +70,7 @@ def refuse_finished_training(cfg: DictConfig, run_dir: Path) -> None:
 
 def holds_progress(cfg: DictConfig, run_dir: Path) -> bool:
     """Whether `run_dir` holds work of `cfg.stage` worth continuing from."""
-    from r1exp.stages import stage_module
-
-    stage_resumable = getattr(stage_module(cfg.stage), "resumable", None)
-    if stage_resumable is not None:
-        return stage_resumable(cfg, run_dir)
-    return RunDir(run_dir).last_complete_checkpoint() is not None
+    return stage(cfg.stage).resumable(cfg, run_dir)
 
 
 def find_resumable_run(cfg: DictConfig) -> Path | None:
@@ -116,8 +108,6 @@ def find_resumable_run(cfg: DictConfig) -> Path | None:
 def adopt_run(cfg: DictConfig, run_dir: Path) -> DictConfig:
     """`cfg` with paths.output_dir, and every value derived from it, moved to `run_dir`; the
     dir this attempt was given keeps only a `resumed_in` pointer (and Hydra's own files)."""
-    from r1exp.config.validate import validate
-
     old = str(cfg.paths.output_dir)
     if Path(old).resolve() == Path(run_dir).resolve():  # rerun in the same dir: nothing moves
         return cfg
@@ -160,46 +150,6 @@ class RunClaim:
         if not self._handle.closed:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()
-
-
-def reattach_run(cfg: DictConfig, run_dir: Path):
-    """The resumed dir's MLflow run, set RUNNING again; None when there is none to continue
-    (logging off, or it lives in another tracking store) so the caller opens a new one."""
-    run_id = RunDir(run_dir).mlflow_run_id()
-    if cfg.logger.name == "none" or run_id is None:
-        return None
-    from r1exp.tracking.mlflow_run import TrackedRun, client_for, tracking_uri
-
-    uri = tracking_uri(cfg)
-    client = client_for(uri)
-    try:
-        previous = client.get_run(run_id)
-    except Exception as err:  # deleted, or a different store than the first attempt used
-        log.warning("cannot continue MLflow run %s in %s (%s); opening a new one", run_id, uri,
-                    type(err).__name__)
-        return None
-    client.update_run(run_id, status="RUNNING")
-    attempts = int(previous.data.tags.get(ATTEMPTS_TAG, "1")) + 1
-    client.set_tag(run_id, ATTEMPTS_TAG, str(attempts))
-    log.info("continuing MLflow run %s (attempt %d)", run_id, attempts)
-    return TrackedRun(client, run_id, uri, run_dir)  # pending metrics of earlier attempts too
-
-
-def already_logged(run) -> Callable[[str, int], bool]:
-    """`(metric, step) -> bool`: whether `run` already holds that point (history fetched once
-    per metric), so steps redone after a resume are not logged twice."""
-    from r1exp.tracking.params import metric_name
-
-    last_step: dict[str, int] = {}
-
-    def logged(key: str, step: int) -> bool:
-        name = metric_name(key)
-        if name not in last_step:
-            history = run.client.get_metric_history(run.run_id, name)
-            last_step[name] = max((m.step for m in history), default=-1)
-        return step <= last_step[name]
-
-    return logged
 
 
 def _unfinished_with(rundir: RunDir, wanted: str) -> bool:

@@ -29,6 +29,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from omegaconf import open_dict
 
+from r1exp.launch import requeue
+from r1exp.tracking.sweep import FAILED, record_lost_job
+
 log = logging.getLogger(__name__)
 # squeue lists what slurmctld holds: pending and running jobs, and ended ones for MinJobAge
 # seconds. A job it does not list has ended, with its state forgotten.
@@ -108,15 +111,11 @@ class RecordingSlurmLauncher(submitit_launcher.SlurmLauncher):
         `signal_delay_s` away, or the job is preempted), then requeues the job with what it
         returns and exits. The controller running in this process stops its workers and marks
         the run REQUEUED first: after the requeue Slurm kills the job within KillWait."""
-        from r1exp.launch import requeue
-
         requeue.prepare()
         return super().checkpoint(*args, **kwargs)
 
     def lost_job_return(self, job, overrides: list[str], job_num: int) -> JobReturn:
         """Record a job that ended without a result; a return the sweep counts as FAILED."""
-        from r1exp.tracking.sweep import FAILED, record_lost_job
-
         config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(config.hydra.job):
             config.hydra.job.num = job_num

@@ -10,7 +10,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from r1exp.eval.outputs import format_table
 from r1exp.rundir import TRAINER_STATE, RunDir
+from r1exp.tracking.pending import unreachable
 
 # Training curves worth one line each, first -> last, in the order shown.
 TRAINING_KEYS = ("reward", "loss", "eval_loss")
@@ -48,8 +50,6 @@ def collect(status: str, stage: str, run_dir: Path, run=None, recipe: str | None
         try:
             experiment = run.client.get_run(run.run_id).info.experiment_id
         except Exception as err:
-            from r1exp.tracking.pending import unreachable
-
             if not unreachable(err):
                 raise
             return summary  # the server is away (the log said so): no address to show
@@ -106,8 +106,6 @@ def _trainer_log(run_dir: Path) -> list[dict]:
 
 
 def _eval_table(run_dir: Path) -> str | None:
-    from r1exp.eval.outputs import format_table
-
     path = RunDir(run_dir).eval_results
     return format_table(json.loads(path.read_text())) if path.is_file() else None
 

@@ -15,7 +15,6 @@ R1EXP_VLLM_SERVER_URL and the port of the weight-sync group through R1EXP_VLLM_G
 
 from __future__ import annotations
 
-import os
 import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,23 +24,13 @@ from r1exp.launch.allocator import for_vllm
 from r1exp.launch.processes import free_port, stop, wait_until_serving
 from r1exp.launch.vllm_cli import command
 from r1exp.models.loading import TORCH_DTYPES
+from r1exp.stages.grpo import GROUP_PORT_ENV, SERVER_URL_ENV
 
-SERVER_URL_ENV = "R1EXP_VLLM_SERVER_URL"
-GROUP_PORT_ENV = "R1EXP_VLLM_GROUP_PORT"
 LOG_FILE = "vllm_server.log"
 
 
 class ServerFailed(RuntimeError):
     """The vLLM server did not come up, or exited while the workers trained."""
-
-
-def server_url_from_env() -> str | None:
-    return os.environ.get(SERVER_URL_ENV)
-
-
-def group_port_from_env() -> int | None:
-    port = os.environ.get(GROUP_PORT_ENV)
-    return int(port) if port else None
 
 
 def device_split(devices_per_node: int, server_devices: int) -> tuple[str, str]:

@@ -12,8 +12,10 @@ import sys
 
 from omegaconf import OmegaConf
 
+from r1exp.errors import ConfigError
 from r1exp.launch.worker_logging import configure as configure_logging
 from r1exp.rundir import RESOLVED_CONFIG, RunDir, write_json_atomically
+from r1exp.stages import run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,8 +26,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = OmegaConf.load(argv[0])
     rank = int(os.environ.get("RANK", "0"))
     configure_logging(rank)
-    from r1exp.errors import ConfigError
-    from r1exp.stages import run_stage
 
     try:
         metrics = run_stage(cfg)

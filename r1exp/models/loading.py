@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from r1exp.errors import ConfigError
+from r1exp.models.gguf import ensure_converted
+
 log = logging.getLogger(__name__)
 
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -15,11 +18,7 @@ def resolve_model_dir(model_cfg, cache_dir: str | Path) -> str:
     if model_cfg.path:
         return str(model_cfg.path)
     if model_cfg.gguf is None:
-        from r1exp.errors import ConfigError
-
         raise ConfigError(f"model '{model_cfg.name}' sets neither model.path nor model.gguf")
-    from r1exp.models.gguf import ensure_converted
-
     g = model_cfg.gguf
     return str(ensure_converted(cache_dir, g.package, g.version, g.file))
 

@@ -6,17 +6,13 @@ plain TRL.
 """
 
 from r1exp.perf.fast_paths import (
-    PACKED_ATTENTIONS,
     accelerate_trainer,
-    check,
     trainer_arguments,
     training_attention,
 )
 
 __all__ = [
-    "PACKED_ATTENTIONS",
     "accelerate_trainer",
-    "check",
     "trainer_arguments",
     "training_attention",
 ]

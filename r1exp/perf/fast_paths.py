@@ -1,6 +1,7 @@
 """The profile's speed levers (`hardware.perf`) as TRL arguments and trainer switches.
 
-Where each lever applies, and why (numbers in docs/performance.md):
+A stage lists the levers that apply to it (`Stage.perf_levers`); why each does where it does
+(numbers in docs/performance.md):
 - `fused_optimizer`: `adamw_torch` runs as `adamw_torch_fused`, one kernel for all tensors
   instead of a chain of foreach ops with temporaries (sft and grpo, CUDA only).
 - `liger_kernel`: Liger's Triton RMSNorm / SwiGLU / RoPE (sft). TRL keeps its own chunked
@@ -26,70 +27,47 @@ from __future__ import annotations
 import importlib.util
 import logging
 
-from omegaconf import OmegaConf
-
+from r1exp.config.stage import Stage
 from r1exp.errors import ConfigError
+from r1exp.models.loading import resolve_attn_implementation
+from r1exp.perf.generation import reuse_static_cache
 
 log = logging.getLogger(__name__)
 
-PACKED_ATTENTIONS = ("flex_attention", "sdpa")
 # Attention kernels that take the packed row's document boundaries natively (varlen).
 VARLEN_ATTENTIONS = ("flash_attention_2", "flash_attention_3")
 # Prompts are left-padded to a multiple of this under compiled generation (few cache shapes).
 GENERATION_PROMPT_MULTIPLE = 64
 
 
-def check(cfg) -> None:
-    """Cheap validation of `hardware.perf` (ConfigError names the key and what is allowed)."""
-    perf = cfg.hardware.perf
-    if perf.packed_attention not in PACKED_ATTENTIONS:
-        raise ConfigError(
-            f"hardware.perf.packed_attention={perf.packed_attention!r} is not allowed; "
-            f"choose one of: {', '.join(PACKED_ATTENTIONS)}"
-        )
-    if cfg.hardware.accelerator != "cuda":
-        for key in ("liger_kernel", "compiled_generation", "fused_optimizer"):
-            if perf[key]:
-                raise ConfigError(
-                    f"hardware.perf.{key}=true on the {cfg.hardware.accelerator} profile "
-                    f"'{cfg.hardware.name}': it needs a CUDA device; use hardware.perf.{key}=false"
-                )
-
-
-def packs_into_one_row(cfg) -> bool:
-    """Whether sft batches are TRL's padding-free packing (documents flattened into one row)."""
-    if cfg.stage != "sft" or not cfg.sft.packing:
-        return False
-    # `bfd` is TRL's default strategy; `wrapped` keeps rows and cuts documents instead.
-    return OmegaConf.select(cfg, "sft.packing_strategy", default="bfd") in ("bfd", "bfd_split")
-
-
-def training_attention(cfg, resolved: str) -> str:
+def training_attention(cfg, stage: Stage, resolved: str) -> str:
     """The attention the training model loads with, given the profile's resolved choice."""
-    if packs_into_one_row(cfg) and resolved not in VARLEN_ATTENTIONS:
+    if ("packed_attention" in stage.perf_levers and stage.packed_row_tokens(cfg)
+            and resolved not in VARLEN_ATTENTIONS):
         return cfg.hardware.perf.packed_attention
     return resolved
 
 
-def trainer_arguments(cfg) -> dict:
+def trainer_arguments(cfg, stage: Stage) -> dict:
     """Arguments for TRL's SFTConfig / GRPOConfig that the profile's levers imply.
 
     They override what `r1exp.stages.training.trainer_kwargs` sets (e.g. `optim`).
     """
-    perf, hw = cfg.hardware.perf, cfg.hardware
+    perf, hw, levers = cfg.hardware.perf, cfg.hardware, stage.perf_levers
     args: dict = {}
-    if perf.fused_optimizer and hw.accelerator == "cuda" and cfg.train.optim == "adamw_torch":
+    if ("fused_optimizer" in levers and perf.fused_optimizer and hw.accelerator == "cuda"
+            and cfg.train.optim == "adamw_torch"):
         args["optim"] = "adamw_torch_fused"
-    if cfg.stage == "sft":
-        if perf.liger_kernel:
-            _require("liger_kernel", "hardware.perf.liger_kernel", "liger-kernel")
-            args["use_liger_kernel"] = True
-        if perf.torch_compile:
-            args["torch_compile"] = True
-        if packs_into_one_row(cfg) and (perf.torch_compile or _uses_flex(cfg)):
-            # One static row length: flex attention and torch.compile then compile once.
-            args["pad_to_multiple_of"] = hw.per_device_train_batch_size * cfg.sft.max_length
-    if cfg.stage == "grpo" and compiles_generation(cfg):
+    if "liger_kernel" in levers and perf.liger_kernel:
+        _require("liger_kernel", "hardware.perf.liger_kernel", "liger-kernel")
+        args["use_liger_kernel"] = True
+    if "torch_compile" in levers and perf.torch_compile:
+        args["torch_compile"] = True
+    row = stage.packed_row_tokens(cfg)
+    if row and (perf.torch_compile or _uses_flex(cfg, stage)):
+        # One static row length: flex attention and torch.compile then compile once.
+        args["pad_to_multiple_of"] = row
+    if "compiled_generation" in levers and compiles_generation(cfg):
         args["cache_implementation"] = "static"
         args["pad_to_multiple_of"] = GENERATION_PROMPT_MULTIPLE
     return args
@@ -100,9 +78,9 @@ def compiles_generation(cfg) -> bool:
     return bool(hw.perf.compiled_generation) and hw.generation_backend == "transformers"
 
 
-def accelerate_trainer(trainer, cfg) -> None:
+def accelerate_trainer(trainer, cfg, stage: Stage) -> None:
     """Switches TRL has no argument for; the stage calls this right after building the trainer."""
-    if cfg.stage == "grpo" and compiles_generation(cfg):
+    if "compiled_generation" in stage.perf_levers and compiles_generation(cfg):
         generation_config = getattr(trainer, "generation_config", None)
         if generation_config is None:  # vLLM generation: nothing to compile here
             return
@@ -111,20 +89,16 @@ def accelerate_trainer(trainer, cfg) -> None:
         # TRL passes disable_compile=True; with a static cache, generate() then compiles the
         # decode step (prefill stays eager) and replays it as CUDA graphs. Static shapes: the
         # batch and the cache length are fixed per call, so each shape compiles once.
-        from r1exp.perf.generation import reuse_static_cache
-
         generation_config.disable_compile = False
         generation_config.compile_config = CompileConfig(dynamic=False, mode="reduce-overhead")
         reuse_static_cache(trainer.model)
         log.info("grpo generation: static KV cache, compiled decode (CUDA graphs)")
 
 
-def _uses_flex(cfg) -> bool:
-    from r1exp.models.loading import resolve_attn_implementation
-
+def _uses_flex(cfg, stage: Stage) -> bool:
     hw = cfg.hardware
     resolved = resolve_attn_implementation(hw.attn_implementation, hw.dtype, hw.accelerator)
-    return training_attention(cfg, resolved) == "flex_attention"
+    return training_attention(cfg, stage, resolved) == "flex_attention"
 
 
 def _require(module: str, key: str, package: str) -> None:

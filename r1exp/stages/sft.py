@@ -12,12 +12,28 @@ token (open-r1#604, #663).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from r1exp.config.memory import Workload
 from r1exp.config.plan import make_plan
+from r1exp.config.stage import Stage
+from r1exp.data.formatting import (
+    check_trace_format, end_of_turn_token, ensure_chat_template, to_sft_examples,
+)
+from r1exp.data.loading import load_train_eval, validate_dataset_config
 from r1exp.errors import ConfigError
+from r1exp.models.loading import load_tokenizer, resolve_model_dir
+from r1exp.perf import training_attention
 from r1exp.rundir import RESOLVED_CONFIG
-from r1exp.stages.training import TRAINING_BENCHMARKS, TRAINING_SECTIONS
+from r1exp.stages.registry import register
+from r1exp.stages.training import (
+    TRAINING_BENCHMARKS, TRAINING_SECTIONS, check_train_benchmarks, checkpoint_callbacks,
+    checkpoint_to_resume, evaluate_trained_model, final_metrics, model_init_kwargs, peft_config,
+    save_final, trainer_kwargs,
+)
 
 log = logging.getLogger(__name__)
 # What this stage reads, so what its MLflow params show (r1exp.tracking.params).
@@ -29,10 +45,6 @@ MIN_LR_KEYS = ("min_lr", "min_lr_rate")
 
 
 def check(cfg) -> None:
-    from r1exp.data.formatting import check_trace_format
-    from r1exp.data.loading import validate_dataset_config
-    from r1exp.stages.training import check_train_benchmarks
-
     s = cfg.sft
     for key, value, allowed in (("sft.loss_on", s.loss_on, LOSS_ON),
                                 ("sft.packing_strategy", s.packing_strategy, PACKING_STRATEGIES)):
@@ -55,22 +67,10 @@ def check(cfg) -> None:
 def run(cfg) -> dict[str, float]:
     from trl import SFTConfig, SFTTrainer
 
-    from r1exp.data.formatting import end_of_turn_token, ensure_chat_template, to_sft_examples
-    from r1exp.data.loading import load_train_eval
-    from r1exp.models.loading import load_tokenizer, resolve_model_dir
-    from r1exp.stages.training import (
-        checkpoint_callbacks,
-        checkpoint_to_resume,
-        evaluate_trained_model,
-        final_metrics,
-        model_init_kwargs,
-        peft_config,
-        trainer_kwargs,
-    )
     from r1exp.tracking.callback import MlflowMetricsCallback
 
     check(cfg)
-    plan = make_plan(cfg)
+    plan = make_plan(cfg, STAGE)
     model_dir = resolve_model_dir(cfg.model, cfg.paths.cache_dir)
     _check_context_length(model_dir, cfg)
     tokenizer = load_tokenizer(cfg.model, cfg.paths.cache_dir)
@@ -157,8 +157,6 @@ def _model(model_dir: str, cfg, plan, added_tokens: list[str], tokenizer, lora):
         return model_dir
     from trl.trainer.utils import create_model_from_path
 
-    from r1exp.stages.training import model_init_kwargs
-
     kwargs = model_init_kwargs(cfg)
     if plan.world_size > 1:
         kwargs["device_map"] = None  # each rank holds its copy; "auto" would split it
@@ -190,10 +188,6 @@ def _loss_curve_ends(history: list[dict]) -> dict[str, float]:
 
 def _save(trainer, tokenizer, cfg) -> Path:
     """`<run_dir>/model`: a plain transformers model (LoRA merged), tokenizer, resolved.yaml."""
-    from omegaconf import OmegaConf
-
-    from r1exp.stages.training import save_final
-
     model = trainer.model
     if hasattr(model, "merge_and_unload"):
         deepspeed = trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin
@@ -208,3 +202,36 @@ def _save(trainer, tokenizer, cfg) -> Path:
         (out / RESOLVED_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     log.info("saved the final model to %s", out)
     return out
+
+
+def memory_workload(cfg, common: dict, accumulation: int, prompt_tokens: int) -> Workload:
+    """One process's memory terms: sequences of sft.max_length, Liger's kernels if enabled."""
+    attention = training_attention(cfg, STAGE, common["attention"])  # packed rows may switch it
+    return Workload(stage="sft", tokens_per_sequence=cfg.sft.max_length,
+                    liger=bool(cfg.hardware.perf.liger_kernel),
+                    **{**common, "attention": attention})
+
+
+def memory_fixes(cfg, work: Workload) -> list[tuple[str, Workload]]:
+    if work.tokens_per_sequence <= 256:
+        return []
+    half = work.tokens_per_sequence // 2
+    return [(f"sft.max_length={half}", replace(work, tokens_per_sequence=half))]
+
+
+def packed_row_tokens(cfg) -> int:
+    """Tokens of one packed batch row, where sft.packing flattens a batch into one row."""
+    # `bfd` is TRL's default strategy; `wrapped` keeps rows and cuts documents instead.
+    if not cfg.sft.packing or OmegaConf.select(cfg, "sft.packing_strategy",
+                                               default="bfd") not in ("bfd", "bfd_split"):
+        return 0
+    return cfg.hardware.per_device_train_batch_size * cfg.sft.max_length
+
+
+STAGE = register(Stage(
+    name="sft", run=run, check=check, training=True,
+    perf_levers=("fused_optimizer", "liger_kernel", "torch_compile", "packed_attention"),
+    packed_row_tokens=packed_row_tokens,
+    config_sections=CONFIG_SECTIONS, benchmarks_key=BENCHMARKS_KEY,
+    memory=memory_workload, memory_fixes=memory_fixes,
+))

@@ -6,8 +6,12 @@ import logging
 from pathlib import Path
 
 from r1exp.config.plan import Plan
-from r1exp.rundir import TRAINER_STATE, RunDir
+from r1exp.eval import check as check_eval
+from r1exp.eval import evaluate_model
 from r1exp.models.loading import TORCH_DTYPES, resolve_attn_implementation
+from r1exp.perf import trainer_arguments, training_attention
+from r1exp.rundir import TRAINER_STATE, RunDir
+from r1exp.stages.registry import stage
 
 log = logging.getLogger(__name__)
 # The config sections a training stage reads, beside its own (sft.py / grpo.py add theirs);
@@ -20,8 +24,6 @@ TRAINING_BENCHMARKS = "train.benchmarks"
 
 def trainer_kwargs(cfg, plan: Plan) -> dict:
     """Keyword arguments for a TRL config (SFTConfig / GRPOConfig) from train + hardware."""
-    from r1exp.perf import trainer_arguments
-
     train, hw = cfg.train, cfg.hardware
     return dict(
         output_dir=str(RunDir(cfg.paths.output_dir).checkpoints_dir),
@@ -46,7 +48,7 @@ def trainer_kwargs(cfg, plan: Plan) -> dict:
         **checkpointing_arguments(hw.gradient_checkpointing),
         report_to="none",  # r1exp's own callback logs to the controller's MLflow run
         disable_tqdm=False,
-    ) | trainer_arguments(cfg)  # the profile's speed levers (r1exp/perf), e.g. the fused optimizer
+    ) | trainer_arguments(cfg, stage(cfg.stage))  # the profile's speed levers (r1exp/perf)
 
 
 def checkpointing_arguments(enabled: bool) -> dict:
@@ -67,13 +69,12 @@ def checkpointing_arguments(enabled: bool) -> dict:
 
 def model_init_kwargs(cfg) -> dict:
     """How TRL should load the model (it loads it itself so it can also load a reference)."""
-    from r1exp.perf import training_attention
-
     hw = cfg.hardware
     kwargs = {
         "dtype": TORCH_DTYPES[hw.dtype],
         "attn_implementation": training_attention(  # packed sft: flex unless flash-attn is there
-            cfg, resolve_attn_implementation(hw.attn_implementation, hw.dtype, hw.accelerator)
+            cfg, stage(cfg.stage),
+            resolve_attn_implementation(hw.attn_implementation, hw.dtype, hw.accelerator),
         ),
         "trust_remote_code": cfg.model.trust_remote_code,
     }
@@ -162,8 +163,6 @@ def final_metrics(trainer, result) -> dict[str, float]:
 def check_train_benchmarks(cfg) -> None:
     """`train.benchmarks` are evaluated after training: a bad name must fail before it."""
     if cfg.train.benchmarks:
-        from r1exp.eval import check as check_eval
-
         check_eval(cfg, cfg.train.benchmarks, "train.benchmarks")
 
 
@@ -171,6 +170,5 @@ def evaluate_trained_model(cfg, model_dir: Path) -> dict[str, float]:
     """The eval stage's metrics for the final model on `train.benchmarks` (none: {})."""
     if not cfg.train.benchmarks:
         return {}
-    from r1exp.eval import evaluate_model
 
     return evaluate_model(cfg, str(model_dir), list(cfg.train.benchmarks))

@@ -7,6 +7,7 @@ import os
 
 from transformers import TrainerCallback
 
+from r1exp.tracking.attempts import ATTEMPTS_TAG, already_logged
 from r1exp.tracking.mlflow_run import (
     RUN_DIR_ENV, RUN_ID_ENV, TRACKING_URI_ENV, TrackedRun, client_for,
 )
@@ -32,7 +33,7 @@ class MlflowMetricsCallback(TrainerCallback):
 
     With `resuming=True`, the steps between the last checkpoint and an interruption run twice;
     points the run already holds are not logged again. The same holds in a run that an earlier
-    attempt logged to (r1exp.launch.resume.reattach_run tags it), even without a checkpoint: a
+    attempt logged to (r1exp.tracking.attempts.reattach_run tags it), even without a checkpoint: a
     Slurm job requeued before its first checkpoint redoes its steps from the start.
     """
 
@@ -40,8 +41,6 @@ class MlflowMetricsCallback(TrainerCallback):
         self.run = run if run is not None else attached_run()
         self.logged = None
         if self.run is not None and (resuming or _continued(self.run)):
-            from r1exp.launch.resume import already_logged
-
             self.logged = already_logged(self.run)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -54,8 +53,6 @@ class MlflowMetricsCallback(TrainerCallback):
 
 
 def _continued(run: TrackedRun) -> bool:
-    from r1exp.launch.resume import ATTEMPTS_TAG
-
     try:
         return ATTEMPTS_TAG in run.client.get_run(run.run_id).data.tags
     except Exception:  # the tracking server is away: log as a first attempt does

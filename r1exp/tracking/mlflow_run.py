@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from r1exp.config.stage import Stage
 from r1exp.rundir import RunDir
 from r1exp.tracking.params import config_params, metric_name, used_choices, used_config
 from r1exp.tracking.patience import Patience
@@ -165,21 +166,22 @@ class TrackedRun:
 
 
 def open_run(cfg, resolved: dict[str, Any], run_dir: Path, tags: dict[str, str],
-             parent_run_id: str | None = None) -> TrackedRun | None:
+             stage: Stage | None, parent_run_id: str | None = None) -> TrackedRun | None:
     """The run's MLflow run; None (and a warning) when logging is off or the server stays
-    away longer than the controller waits: the run goes on, recorded in its run dir only."""
+    away longer than the controller waits: the run goes on, recorded in its run dir only.
+    `stage`: the config's stage, which decides what of it is logged (None: not a stage)."""
     if cfg.logger.name == "none":
         return None
     from mlflow.entities import Param
 
     uri = tracking_uri(cfg)
     client, patience = client_for(uri), Patience(uri)
-    used = used_config(resolved)
+    used = used_config(resolved, stage)
     all_tags = {**used_choices(tags, used), **source_tags(), "run_dir": str(run_dir)}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     varied = tags.get(SWEEP_VARIED_TAG)
-    name = run_name(resolved, [varied] if varied else [])
+    name = run_name(resolved, stage, [varied] if varied else [])
     opened, run_id = patience.call("open the run", lambda: client.create_run(
         experiment_id(client, cfg.logger.experiment_name, uri), run_name=name,
         tags=all_tags).info.run_id)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any, Iterator
 
+from r1exp.config.stage import Stage
+
 MAX_VALUE_CHARS = 6000  # MLflow's limit on a param value
 # Environment variables and anything that looks like a credential never leave the machine.
 # A "token" key is one only as a whole name (hf_token, access_token): max_new_tokens and
@@ -34,21 +36,16 @@ def flatten(config: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any
             yield name, value
 
 
-def used_config(config: dict[str, Any]) -> dict[str, Any]:
+def used_config(config: dict[str, Any], stage: Stage | None) -> dict[str, Any]:
     """The part of a resolved config that its stage reads.
 
-    A config whose stage is unknown (a failed sweep job's, recorded before validation) is
-    kept whole: the params then show what was asked for.
+    A config whose stage is unknown (None: a failed sweep job's, recorded before validation)
+    is kept whole: the params then show what was asked for.
     """
-    from r1exp.errors import ConfigError
-    from r1exp.stages import stage_module
-
-    try:
-        stage = stage_module(str(config.get("stage")))
-    except ConfigError:
+    if stage is None:
         return config
-    used = {key: config[key] for key in ("stage", *stage.CONFIG_SECTIONS) if key in config}
-    benchmarks = select(config, stage.BENCHMARKS_KEY) if stage.BENCHMARKS_KEY else None
+    used = {key: config[key] for key in ("stage", *stage.config_sections) if key in config}
+    benchmarks = select(config, stage.benchmarks_key) if stage.benchmarks_key else None
     if benchmarks:
         catalogue = config.get("benchmark") or {}
         used["eval"] = config.get("eval")

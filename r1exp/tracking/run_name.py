@@ -10,16 +10,19 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any, Sequence
 
+from r1exp.config.stage import Stage
+from r1exp.tracking.params import select
+
 SEPARATOR = " · "
 MAX_CHARS = 250  # MLflow's runs table stores a run name in 250 characters
 
 
-def run_name(config: dict[str, Any], varied: Sequence[str] = ()) -> str:
-    """`config`: a resolved config (plain dict); `varied`: overrides that tell sweep jobs apart."""
-    stage = str(config.get("stage") or "run")
+def run_name(config: dict[str, Any], stage: Stage | None, varied: Sequence[str] = ()) -> str:
+    """`config`: a resolved config (plain dict) of `stage` (None: not a stage);
+    `varied`: overrides that tell sweep jobs apart."""
     hardware = (config.get("hardware") or {}).get("name")
-    parts = [stage, model_label(config.get("model") or {}), data_label(config, stage), hardware,
-             *varied]
+    parts = [str(config.get("stage") or "run"), model_label(config.get("model") or {}),
+             data_label(config, stage), hardware, *varied]
     return SEPARATOR.join(str(p) for p in parts if p)[:MAX_CHARS]
 
 
@@ -34,19 +37,13 @@ def model_label(model: dict[str, Any]) -> str | None:
     return f"{name} ({tail})" if name and name.lower() not in tail.lower() else tail
 
 
-def data_label(config: dict[str, Any], stage: str) -> str | None:
+def data_label(config: dict[str, Any], stage: Stage | None) -> str | None:
     """The dataset, or for a stage that reads none (eval) the benchmarks it evaluates."""
-    from r1exp.errors import ConfigError
-    from r1exp.stages import stage_module
-    from r1exp.tracking.params import select
-
-    try:
-        module = stage_module(stage)
-    except ConfigError:  # a failed sweep job's config, recorded before validation
+    if stage is None:  # a failed sweep job's config, recorded before validation
         return None
-    if "dataset" in module.CONFIG_SECTIONS:
+    if "dataset" in stage.config_sections:
         return (config.get("dataset") or {}).get("name")
-    benchmarks = select(config, module.BENCHMARKS_KEY) if module.BENCHMARKS_KEY else None
+    benchmarks = select(config, stage.benchmarks_key) if stage.benchmarks_key else None
     return "+".join(str(b) for b in benchmarks or [])
 
 

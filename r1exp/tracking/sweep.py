@@ -11,9 +11,10 @@ is a file in the sweep dir, never state in this process:
     <sweep_dir>/summary.csv|.md     job, overrides, status, metric (written at the end)
     <sweep_dir>/<metric>.png        the swept parameter against the metric
 
-A failing job does not stop the sweep: `run_sweep_job` records it (status FAILED, error.txt, a
-FAILED child run) and returns, so the launcher goes on with the others; at the end the parent
-run is FAILED and `r1exp -m` exits with status 1 if any job did not finish.
+A failing job does not stop the sweep: `run_sweep_job` (r1exp/launch/sweep_job.py) records it
+(status FAILED, error.txt, a FAILED child run) and returns, so the launcher goes on with the
+others; at the end the parent run is FAILED and `r1exp -m` exits with status 1 if any job did
+not finish.
 
 Light at import (no mlflow, matplotlib, torch): Hydra instantiates this in every sweep, and
 submitit pickles it with the launcher.
@@ -25,7 +26,6 @@ import atexit
 import csv
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -37,9 +37,18 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from r1exp.config.stage import Stage
+from r1exp.errors import ConfigError
+from r1exp.rendezvous import machine_rank
 from r1exp.rundir import RunDir
-from r1exp.tracking.mlflow_run import SWEEP_VARIED_TAG
+from r1exp.stages import stage
+from r1exp.tracking.mlflow_run import (
+    SWEEP_VARIED_TAG, TrackedRun, client_for, experiment_id, open_run, tracking_uri,
+)
+from r1exp.tracking.params import metric_name
+from r1exp.tracking.patience import Patience
 from r1exp.tracking.run_name import SEPARATOR, run_name
+from r1exp.tracking.source import source_tags
 
 log = logging.getLogger(__name__)
 SWEEP_FILE = "sweep.json"
@@ -102,41 +111,6 @@ class SweepTracker(Callback):
 
 
 # --- the job side ----------------------------------------------------------------------------
-
-def run_sweep_job(cfg: DictConfig, tags: dict[str, str]) -> dict[str, Any]:
-    """Run one job of a sweep; a failure is recorded in the job dir and MLflow, not raised."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from r1exp.errors import ConfigError
-    from r1exp.launch.controller import control
-
-    hydra_cfg = HydraConfig.get()
-    sweep_dir = Path(hydra_cfg.sweep.dir).resolve()
-    job_dir = Path(hydra_cfg.runtime.output_dir)
-    record = read_sweep_record(sweep_dir)
-    if record is None:  # SweepTracker is not registered: keep Hydra's own failure handling
-        return control(cfg, tags)
-    if record["tracking_uri"]:
-        # A job on another node or in another cwd must log where the parent run lives.
-        os.environ["MLFLOW_TRACKING_URI"] = record["tracking_uri"]
-    overrides = list(hydra_cfg.overrides.task)
-    tags = {**tags, "sweep.dir": str(sweep_dir), "sweep.job": str(hydra_cfg.job.num),
-            SWEEP_VARIED_TAG: job_varies(overrides, record, hydra_cfg.job.num)}
-    try:
-        if record["snapshot"]:
-            cfg = compose_from_snapshot(sweep_dir / SNAPSHOT_DIR / "conf", cfg)
-        metrics = control(cfg, tags, parent_run_id=record["parent_run_id"])
-    except Exception as err:  # any failure of one job is that job's result
-        if isinstance(err, ConfigError):  # the message says it all; a traceback would not
-            log.error("sweep job %s: config error: %s", hydra_cfg.job.num, err)
-        else:
-            log.exception("sweep job %s failed", hydra_cfg.job.num)
-        record_failed_job(cfg, job_dir, err, tags, record["parent_run_id"])
-        return {"status": FAILED, "error": first_line(err)}
-    if not RunDir(run_dir_of(job_dir)).status_file.is_file() and _is_tracking_node(cfg):
-        RunDir(job_dir).write_status(FINISHED)  # a dry run: nothing failed
-    return {"status": FINISHED, "metrics": metrics}
-
 
 def sweep_axes(config: DictConfig) -> dict[str, str]:
     """What a sweep varies, key -> its values as written: a named sweep's
@@ -228,20 +202,19 @@ def record_failed_job(cfg: DictConfig, job_dir: Path, err: BaseException,
         job.write_status(FAILED)
     elif run_dir.status() == REQUEUED:  # it never ran again
         run_dir.write_status(FAILED)
-    if OmegaConf.select(cfg, "logger.name") in (None, "none") or not _is_tracking_node(cfg):
+    if OmegaConf.select(cfg, "logger.name") in (None, "none") or not is_tracking_node(cfg):
         return  # (node 0 of a multi-node job reports the failure)
     if (run_id := run_dir.mlflow_run_id()) is not None:
         # Ended by the controller, unless the controller itself was killed mid-run.
         _fail_if_running(cfg, run_id, err)
         return
-    from r1exp.tracking.mlflow_run import open_run
 
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException:  # an unresolvable config still deserves a FAILED run
         resolved = {}
     run = open_run(cfg, resolved, job_dir, {**tags, "error": first_line(err)[:5000]},
-                   parent_run_id)
+                   _stage_of(resolved), parent_run_id)
     if run is None:  # the tracking server stayed away: the job dir is the record
         return
     run.log_artifacts(job.error_file)
@@ -250,8 +223,6 @@ def record_failed_job(cfg: DictConfig, job_dir: Path, err: BaseException,
 
 
 def _fail_if_running(cfg: DictConfig, run_id: str, err: BaseException) -> None:
-    from r1exp.tracking.mlflow_run import client_for, tracking_uri
-
     client = client_for(tracking_uri(cfg))
     if client.get_run(run_id).info.status in ("RUNNING", "SCHEDULED"):  # SCHEDULED: requeued
         client.set_tag(run_id, "error", first_line(err)[:5000])
@@ -283,10 +254,7 @@ def run_dir_of(job_dir: Path) -> Path:
     return RunDir(job_dir).resumed_in() or job_dir
 
 
-def _is_tracking_node(cfg: DictConfig) -> bool:
-    from r1exp.errors import ConfigError
-    from r1exp.launch.rendezvous import machine_rank
-
+def is_tracking_node(cfg: DictConfig) -> bool:
     try:
         return machine_rank(int(OmegaConf.select(cfg, "hardware.num_nodes") or 1)) == 0
     except ConfigError:  # the failure may be exactly a missing rendezvous
@@ -336,9 +304,6 @@ def _git(repo: Path, *args: str) -> str | None:
 def open_parent_run(config: DictConfig, sweep_dir: Path) -> dict[str, str] | None:
     if OmegaConf.select(config, "logger.name") in (None, "none"):
         return None
-    from r1exp.tracking.mlflow_run import client_for, experiment_id, tracking_uri
-    from r1exp.tracking.patience import Patience
-    from r1exp.tracking.source import source_tags
 
     uri = tracking_uri(config)
     client = client_for(uri)
@@ -373,13 +338,19 @@ def sweep_run_name(config: DictConfig) -> str:
         except OmegaConfBaseException:  # a name is a nicety: an odd config still gets a run
             continue
     swept = [f"{key}={values}" for key, values in sweep_axes(config).items()]
-    return "sweep" + SEPARATOR + run_name(shared, swept)
+    return "sweep" + SEPARATOR + run_name(shared, _stage_of(shared), swept)
+
+
+def _stage_of(config: dict[str, Any]) -> Stage | None:
+    """The config's stage; None for a config that names none (recorded before validation)."""
+    try:
+        return stage(str(config.get("stage")))
+    except ConfigError:
+        return None
 
 
 def finish_parent_run(parent: dict[str, str], status: str, sweep_dir: Path,
                       summary: tuple[Path, ...]) -> None:
-    from r1exp.tracking.mlflow_run import TrackedRun, client_for
-
     run = TrackedRun(client_for(parent["tracking_uri"]), parent["run_id"],
                      parent["tracking_uri"])
     for path in (*summary, sweep_dir / "multirun.yaml"):
@@ -439,9 +410,6 @@ def metric_value(run_dir: Path, metric: str, run_id: str | None,
     if isinstance(value, (int, float)):
         return float(value)
     if run_id and parent:
-        from r1exp.tracking.mlflow_run import client_for
-        from r1exp.tracking.params import metric_name
-
         logged = client_for(parent["tracking_uri"]).get_run(run_id).data.metrics
         for key in (metric, metric_name(metric)):
             if key in logged:

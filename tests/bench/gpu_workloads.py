@@ -279,8 +279,9 @@ def _grpo_trainer(variant: Variant, cfg, plan, model_dir: str, tokenizer, out_di
                           train_dataset=data, processing_class=tokenizer)
     if variant.side == "r1exp":
         from r1exp.perf import accelerate_trainer
+        from r1exp.stages import stage
 
-        accelerate_trainer(trainer, cfg)  # as r1exp/stages/grpo.py does
+        accelerate_trainer(trainer, cfg, stage("grpo"))  # as r1exp/stages/grpo.py does
     if variant.vllm and cfg.hardware.accelerator == "cpu":
         from r1exp.stages.vllm_policy import use_reloading_sync
 
@@ -505,8 +506,10 @@ def estimate_gb(variant: Variant, cfg, plan) -> float:
     from dataclasses import replace
 
     from r1exp.config.memory import estimate, workload_from_config
+    from r1exp.stages import stage
 
-    work = workload_from_config(cfg, plan.world_size, plan.per_device_train_batch_size,
+    work = workload_from_config(cfg, stage(cfg.stage), plan.world_size,
+                                plan.per_device_train_batch_size,
                                 plan.gradient_accumulation_steps,
                                 prompt_tokens=variant.prompt_tokens)
     if variant.side == "trl":  # TRL's defaults: fused AdamW, sdpa, no Liger

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from r1exp.data.synthetic import generate_splits
 from r1exp.errors import ConfigError
+from r1exp.rewards.registry import dataset_columns
 
 
 def check_reward_columns(cfg: DictConfig) -> None:
-    from r1exp.rewards.registry import dataset_columns
-
     provided = provided_columns(cfg.dataset, cfg.seed)
     if provided is None:
         return
@@ -37,8 +37,6 @@ def provided_columns(dataset: DictConfig, seed: int) -> set[str] | None:
             return None
         columns = set(selected[0])  # r1exp.data.loading requires every entry to match
     elif dataset.source == "generated":
-        from r1exp.data.synthetic import generate_splits
-
         splits = generate_splits(OmegaConf.to_container(dataset.generator), seed)
         columns = {column for rows in splits.values() for row in rows[:1] for column in row}
     else:
