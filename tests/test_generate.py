@@ -14,9 +14,15 @@ from hydra.core.global_hydra import GlobalHydra
 
 from r1exp.errors import ConfigError
 from r1exp.generation import ledger, output
-from r1exp.generation.client import ClientSettings, MalformedReply, backoff_delay, parse_reply
+from r1exp.inference.openai_client import (
+    ClientSettings,
+    MalformedReply,
+    backoff_delay,
+    parse_reply,
+)
 from r1exp.generation.filtering import Verdict, kept_keys
-from r1exp.generation.prompts import Problem, jobs_for, template_fields
+from r1exp.generation.prompts import requests_for, template_fields
+from r1exp.inference import Problem
 from r1exp.launch.controller import prepare
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -70,13 +76,15 @@ def test_template_fields():
     assert template_fields("{problem}\nUse {numbers}; braces {{}}") == ["problem", "numbers"]
 
 
-def test_jobs_skip_committed_pairs_and_split_problems_by_rank():
-    problems = [Problem(i, f"p{i}", "1", ({"role": "user", "content": f"p{i}"},)) for i in range(5)]
+def test_requests_skip_committed_pairs_and_split_problems_by_rank():
+    problems = [Problem(i, f"p{i}", ({"role": "user", "content": f"p{i}"},), "1")
+                for i in range(5)]
     done = {(0, 0), (3, 1)}
-    jobs = jobs_for(problems, 2, done)
-    assert [j.key for j in jobs] == [(0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (4, 0), (4, 1)]
-    shares = [{j.key for j in jobs_for(problems, 2, done, r, 2)} for r in (0, 1)]
-    assert shares[0] | shares[1] == {j.key for j in jobs} and not shares[0] & shares[1]
+    requests = requests_for(problems, 2, done)
+    assert [r.key for r in requests] == [(0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (4, 0),
+                                         (4, 1)]
+    shares = [{r.key for r in requests_for(problems, 2, done, rank, 2)} for rank in (0, 1)]
+    assert shares[0] | shares[1] == {r.key for r in requests} and not shares[0] & shares[1]
     assert all(k[0] % 2 == 0 for k in shares[0])
 
 

@@ -1,4 +1,4 @@
-"""Evaluate one model on benchmarks: prompts -> backend -> r1exp's scorer -> outputs + MLflow.
+"""Evaluate one model on benchmarks: prompts -> engine -> r1exp's scorer -> outputs + MLflow.
 
 Used by the eval stage and, through `evaluate_model`, by the training stages for
 `train.benchmarks`. Several worker processes (the hardware profile's data parallel) each take
@@ -20,10 +20,10 @@ from omegaconf import OmegaConf
 
 from r1exp.errors import ConfigError
 from r1exp.eval import outputs
-from r1exp.eval.backends import GENERATORS, PEERS, load, peer
-from r1exp.eval.backends.base import Request, Sampling
-from r1exp.eval.benchmarks import Problem, check_benchmarks, load_problems, num_samples
+from r1exp.eval.benchmarks import benchmark_problems, check_benchmarks, num_samples
+from r1exp.eval.evaluators import EVALUATORS, evaluator
 from r1exp.eval.passk import k_values, summarize
+from r1exp.inference import Problem, Request, Sampling, build_engine
 from r1exp.rundir import EVAL_DIR, EVAL_RESULTS, RunDir, fingerprint
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,8 @@ def evaluate_model(cfg, model_dir: str | None = None, benchmarks=None,
         model_cfg = OmegaConf.merge(cfg.model, {"path": str(model_dir)})
     rank, world_size = _rank()
     run = _tracked_run() if rank == 0 else None
-    if cfg.eval.backend in PEERS:
-        results = _peer_results(cfg, model_cfg, names, out, run)
+    if cfg.eval.backend in EVALUATORS:
+        results = _evaluator_results(cfg, model_cfg, names, out, run)
     else:
         results = _generate_and_score(cfg, model_cfg, names, out, rank, world_size, run)
     if rank != 0:
@@ -62,26 +62,27 @@ def evaluate_model(cfg, model_dir: str | None = None, benchmarks=None,
 
 
 def _generate_and_score(cfg, model_cfg, names, out: Path, rank: int, world_size: int, run) -> dict:
-    from r1exp.models.loading import load_tokenizer, resolve_model_dir
+    from r1exp.models.loading import resolve_model_dir
     from r1exp.rewards import start_scoring_workers
 
     # Fork the scorers before the model makes this process big; they warm up while it loads.
     start_scoring_workers(wait=False)
-    tokenizer = load_tokenizer(model_cfg, cfg.paths.cache_dir)
-    sampling = Sampling.from_eval(cfg.eval, cfg.seed + rank)
-    generator = load(GENERATORS[cfg.eval.backend]).from_config(cfg, model_cfg, tokenizer, sampling)
+    sampling = Sampling.of(cfg.eval, cfg.seed)
+    engine = build_engine(cfg.eval.backend, cfg, model_cfg, sampling, key="eval.backend",
+                          chat_template=bool(cfg.eval.use_chat_template))
+    engine.open()
     model_source = resolve_model_dir(model_cfg, cfg.paths.cache_dir)
     results = {
         "model": model_source, "backend": cfg.eval.backend, "num_samples": cfg.eval.num_samples,
-        "sampling": {**asdict(Sampling.from_eval(cfg.eval, cfg.seed))}, "benchmarks": {},
+        "sampling": asdict(sampling), "benchmarks": {},
     }
     try:
         for name in names:
             bench_dir = out / name
-            problems = load_problems(cfg, name)
+            problems = benchmark_problems(cfg, name)
             config_hash = fingerprint(_settings(cfg, model_source, name))
             started = time.perf_counter()
-            stats = _generate_share(cfg, generator, tokenizer, problems[rank::world_size],
+            stats = _generate_share(cfg, engine, problems[rank::world_size],
                                     num_samples(cfg, name), bench_dir, config_hash, rank,
                                     world_size)
             stats["seconds"] = time.perf_counter() - started
@@ -95,23 +96,24 @@ def _generate_and_score(cfg, model_cfg, names, out: Path, rank: int, world_size:
                 only_this = {"benchmarks": {name: results["benchmarks"][name]}}
                 run.log_metrics(outputs.mlflow_metrics(only_this))
     finally:
-        generator.close()
+        engine.close()
     return results
 
 
-def _peer_results(cfg, model_cfg, names, out: Path, run) -> dict:
-    """A peer tool generates and scores; its per-sample records are written and summarized as
-    r1exp's own are, so results.json, the table and the MLflow metrics read the same."""
-    problems = {name: load_problems(cfg, name) for name in names}
+def _evaluator_results(cfg, model_cfg, names, out: Path, run) -> dict:
+    """Another evaluator generates and scores; its per-sample records are written and
+    summarized as r1exp's own are, so results.json, the table and the MLflow metrics read the
+    same."""
+    problems = {name: benchmark_problems(cfg, name) for name in names}
     try:
-        report = peer(cfg.eval.backend).evaluate(cfg, model_cfg, problems, out)
+        report = evaluator(cfg.eval.backend).evaluate(cfg, model_cfg, problems, out)
     except BaseException:
-        if run is not None:  # the peer's log goes with the run that is about to be FAILED
+        if run is not None:  # the evaluator's log goes with the run that is about to be FAILED
             run.log_artifacts(out, EVAL_DIR)
         raise
     results = {
         "model": report.model, "backend": cfg.eval.backend, "num_samples": cfg.eval.num_samples,
-        "sampling": {**asdict(Sampling.from_eval(cfg.eval, cfg.seed))}, "benchmarks": {},
+        "sampling": asdict(Sampling.of(cfg.eval, cfg.seed)), "benchmarks": {},
         "peer": report.about,
     }
     for name in names:
@@ -150,7 +152,7 @@ def _weights_stamp(model_source: str) -> int | None:
     return max((p.stat().st_mtime_ns for p in weights), default=None)
 
 
-def _generate_share(cfg, generator, tokenizer, problems: list[Problem], k: int, bench_dir: Path,
+def _generate_share(cfg, engine, problems: list[Problem], k: int, bench_dir: Path,
                     config_hash: str, rank: int, world_size: int) -> dict:
     """Generate and score the missing samples (k per problem) of this rank's problems, saving
     each batch."""
@@ -160,51 +162,42 @@ def _generate_share(cfg, generator, tokenizer, problems: list[Problem], k: int, 
 
     done = {(r["problem_id"], r["sample"]) for r in outputs.read_samples(bench_dir, config_hash)}
     by_id = {p.id: p for p in problems}
-    requests = []
-    for problem in problems:
-        missing = [s for s in range(k) if (problem.id, s) not in done]
-        if missing:
-            ids = tuple(prompt_ids(tokenizer, problem, cfg.eval.use_chat_template))
-            requests += [Request((problem.id, s), ids) for s in missing]
+    requests = [Request((problem.id, s), problem.messages) for problem in problems
+                for s in range(k) if (problem.id, s) not in done]
     skipped = len(problems) * k - len(requests)
     log.info("%s: %d problems, %d samples to generate (%d already done)",
              bench_dir.name, len(problems), len(requests), skipped)
-    new_tokens, correct = 0, 0
-    # Counts samples generated and scored, so its ETA covers both; the hf backend adds a bar
-    # per batch over its decoding steps.
+    new_tokens, correct, failed = 0, 0, 0
+    # Counts samples generated and scored, so its ETA covers both; the transformers engine adds
+    # a bar per batch over its decoding steps.
     bar = tqdm(total=len(requests), desc=f"eval {bench_dir.name}", unit="sample",
                mininterval=2.0, dynamic_ncols=True, disable=not requests)
     with outputs.SampleLog(outputs.samples_path(bench_dir, rank, world_size)) as sample_log, bar:
-        for batch in generator.generate(requests):
-            golds = [by_id[c.request.key[0]].gold for c in batch]
+        for batch in engine.generate(requests):
+            failed += sum(r.error is not None for r in batch)
+            batch = [r for r in batch if r.error is None]  # left missing: a re-run retries it
+            golds = [by_id[r.key[0]].answer for r in batch]
             bar.set_postfix_str(f"scoring {len(batch)}")
-            grades = grade_math([c.text for c in batch], golds, timeout_s=cfg.eval.score_timeout_s)
-            sample_log.write(_record(c, gold, grade, config_hash)
-                             for c, gold, grade in zip(batch, golds, grades))
-            new_tokens += sum(c.new_tokens for c in batch)
+            grades = grade_math([r.text for r in batch], golds, timeout_s=cfg.eval.score_timeout_s)
+            sample_log.write(_record(r, gold, grade, config_hash)
+                             for r, gold, grade in zip(batch, golds, grades))
+            new_tokens += sum(r.completion_tokens or 0 for r in batch)
             correct += sum(grade.score > 0 for grade in grades)
             bar.set_postfix_str(f"correct {correct}, {new_tokens} tokens", refresh=False)
             bar.update(len(batch))
-    return {"new_samples": len(requests), "new_tokens": new_tokens}
+    if failed:
+        log.warning("%s: %d requests failed for good; re-run to retry them", bench_dir.name,
+                    failed)
+    return {"new_samples": len(requests) - failed, "new_tokens": new_tokens}
 
 
-def prompt_ids(tokenizer, problem: Problem, use_chat_template: bool) -> list[int]:
-    """The prompt as the model sees it: chat template with the assistant turn opened."""
-    if use_chat_template and tokenizer.chat_template:
-        text = tokenizer.apply_chat_template(list(problem.messages), tokenize=False,
-                                             add_generation_prompt=True)
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-    text = "\n\n".join(m["content"] for m in problem.messages)
-    return tokenizer(text)["input_ids"]
-
-
-def _record(completion, gold: str, grade, config_hash: str) -> dict:
-    problem_id, sample = completion.request.key
+def _record(result, gold: str, grade, config_hash: str) -> dict:
+    problem_id, sample = result.key
     return {
-        "problem_id": problem_id, "sample": sample, "completion": completion.text,
+        "problem_id": problem_id, "sample": sample, "completion": result.text,
         "extracted": grade.extracted, "gold": gold, "score": grade.score,
-        "status": grade.status, "new_tokens": completion.new_tokens,
-        "stopped": completion.stopped, "config": config_hash,
+        "status": grade.status, "new_tokens": result.completion_tokens or 0,
+        "stopped": result.stopped, "config": config_hash,
     }
 
 

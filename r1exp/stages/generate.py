@@ -60,6 +60,9 @@ def check(cfg) -> None:
     if g.temperature < 0 or not 0 < g.top_p <= 1:
         raise ConfigError(f"generate.temperature={g.temperature} must be >= 0 and "
                           f"generate.top_p={g.top_p} in (0, 1]")
+    from r1exp.inference import engine_spec
+
+    engine_spec(g.engine, "generate.engine")
     if g.engine == "openai":
         if not g.endpoint or not str(g.endpoint).startswith(("http://", "https://")):
             raise ConfigError(f"generate.engine=openai needs generate.endpoint=http://host:port/v1 "
@@ -95,19 +98,20 @@ def resumable(cfg, run_dir) -> bool:
 
 def run(cfg) -> dict[str, float]:
     from r1exp.generation import ledger, output
-    from r1exp.generation.engines import engine_for
-    from r1exp.generation.prompts import jobs_for, load_problems
+    from r1exp.generation.prompts import dataset_problems, requests_for
+    from r1exp.inference import Sampling, build_engine
 
     check(cfg)
     g = cfg.generate
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     out_dir = Path(g.output_dir)
     samples_dir = out_dir / ledger.SAMPLES_DIR
-    engine = engine_for(cfg)
+    engine = build_engine(g.engine, cfg, cfg.model, Sampling.of(g, cfg.seed),
+                          key="generate.engine")
     engine.check()
     lock = _claim(out_dir) if rank == 0 else None
 
-    problems = load_problems(cfg)
+    problems = dataset_problems(cfg)
     settings = _sample_settings(cfg, engine.describe())
     # Settings are plain JSON, so rundir's str() fallback never applies: earlier outputs keep
     # their fingerprint.
@@ -118,26 +122,30 @@ def run(cfg) -> dict[str, float]:
                                 config=_config_record(cfg), provenance=_provenance(cfg, settings))
     done = ledger.committed_keys(samples_dir)
     _check_same_problems(done, problems, out_dir)
-    jobs = jobs_for(problems, g.num_generations, set(done), rank, world_size)
+    requests = requests_for(problems, g.num_generations, set(done), rank, world_size)
     mine = sum(1 for p in problems if p.id % world_size == rank) * g.num_generations
     log.info("generate: %d problems x %d samples; %d of this worker's %d already committed in %s",
-             len(problems), g.num_generations, mine - len(jobs), mine, out_dir)
+             len(problems), g.num_generations, mine - len(requests), mine, out_dir)
 
-    if jobs and any(p.answer is not None for p in problems):
+    if requests and any(p.answer is not None for p in problems):
         from r1exp.rewards import start_scoring_workers
 
         start_scoring_workers()  # fork the scorers before a model makes this process big
-    if jobs:
+    if requests:
         engine.open()  # before the clock starts: throughput is that of a ready engine
-    progress = _Progress(total=mine, initial=mine - len(jobs), rank=rank)
+    progress = _Progress(total=mine, initial=mine - len(requests), rank=rank)
     by_id = {p.id: p for p in problems}
-    with ledger.ShardWriter(samples_dir, shard_size=g.shard_size, interval_s=g.commit_interval_s,
-                            rank=rank, world_size=world_size) as writer:
-        for batch in engine.generate(jobs):
-            rows = [_row(item, by_id[item.key[0]], settings["model"]) for item in batch]
-            _score(rows, g.score_timeout_s)
-            writer.add(rows)
-            progress.update(rows)
+    try:
+        with ledger.ShardWriter(samples_dir, shard_size=g.shard_size,
+                                interval_s=g.commit_interval_s, rank=rank,
+                                world_size=world_size) as writer:
+            for batch in engine.generate(requests):
+                rows = [_row(result, by_id[result.key[0]], settings["model"]) for result in batch]
+                _score(rows, g.score_timeout_s)
+                writer.add(rows)
+                progress.update(rows)
+    finally:
+        engine.close()
     progress.close()
     if rank != 0:
         return {}
@@ -196,7 +204,7 @@ def _provenance(cfg, settings: dict) -> dict:
 
 def _check_same_problems(done: dict, problems, out_dir: Path) -> None:
     """Committed samples must belong to the same problems (a hub dataset may have changed)."""
-    by_id = {p.id: p.problem for p in problems}
+    by_id = {p.id: p.text for p in problems}
     for (problem_id, _), text in done.items():
         if problem_id in by_id and by_id[problem_id] != text:
             raise ConfigError(
@@ -220,16 +228,16 @@ def _claim(out_dir: Path):
     return handle  # the lock lives as long as this process holds the handle
 
 
-def _row(item, problem, model: str) -> dict:
+def _row(result, problem, model: str) -> dict:
     messages = list(problem.messages)
-    if item.text is not None:
-        messages.append({"role": "assistant", "content": item.text})
+    if result.text is not None:
+        messages.append({"role": "assistant", "content": result.text})
     return {
-        "problem_id": problem.id, "sample_idx": item.key[1], "problem": problem.problem,
-        "answer": problem.answer, "generation": item.text, "messages": messages,
-        "finish_reason": item.finish_reason, "prompt_tokens": item.prompt_tokens,
-        "completion_tokens": item.completion_tokens, "error": item.error,
-        "attempts": item.attempts, "model": model,
+        "problem_id": problem.id, "sample_idx": result.key[1], "problem": problem.text,
+        "answer": problem.answer, "generation": result.text, "messages": messages,
+        "finish_reason": result.finish_reason, "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens, "error": result.error,
+        "attempts": result.attempts, "model": model,
     }
 
 
