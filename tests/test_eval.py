@@ -121,13 +121,37 @@ def test_benchmark_specs_reuse_the_dataset_configs(tmp_path):
     assert cfg.benchmark["gpqa-diamond"].task == "choice"
 
 
-def test_read_samples_skips_a_cut_line_and_other_settings(tmp_path):
-    lines = [json.dumps({"problem_id": "0", "sample": 0, "config": "a"}),
-             json.dumps({"problem_id": "1", "sample": 0, "config": "b"}),
-             '{"problem_id": "2", "sam']
-    (tmp_path / "samples.jsonl").write_text("\n".join(lines))
+def test_read_samples_takes_each_sample_once_and_skips_cut_lines_and_other_settings(tmp_path):
+    from r1exp.inference import samples
+
+    with samples.ShardWriter(tmp_path / "samples", shard_size=1, interval_s=0) as writer:
+        writer.add([{"problem_id": "0", "sample": 0, "config": "a", "from": "store"}])
+    # an earlier version's appended file: a line cut short by a kill ends it
+    lines = [json.dumps({"problem_id": "0", "sample": 0, "config": "a", "from": "file"}),
+             json.dumps({"problem_id": "1", "sample": 0, "config": "a"}),
+             json.dumps({"problem_id": "2", "sample": 0, "config": "b"}),
+             '{"problem_id": "3", "sam']
+    (tmp_path / "samples.rank1.jsonl").write_text("\n".join(lines))
     records = outputs.read_samples(tmp_path, "a")
-    assert [(r["problem_id"], r["sample"]) for r in records] == [("0", 0)]
+    assert [(r["problem_id"], r["sample"]) for r in records] == [("0", 0), ("1", 0)]
+    assert records[0]["from"] == "store"
+
+
+def test_rank_zero_waits_for_the_samples_of_its_settings(tmp_path, monkeypatch):
+    from r1exp.inference import samples
+
+    other_rank = samples.ShardWriter(tmp_path, shard_size=1, interval_s=0, rank=1, world_size=2)
+    other_rank.add([{"problem_id": "1", "sample": 0, "config": "old"}])
+    polls = []
+
+    def sleep(seconds):  # while rank 0 waits, the other rank commits the sample
+        polls.append(seconds)
+        other_rank.add([{"problem_id": "1", "sample": 0, "config": "new"}])
+
+    monkeypatch.setattr(samples.time, "sleep", sleep)
+    samples.wait_for(tmp_path, {("1", 0)}, outputs.KEY,
+                     select=lambda row: row["config"] == "new")
+    assert polls == [samples.BARRIER_POLL_S]  # the sample of other settings did not count
 
 
 def test_table_shows_the_numbers_of_the_results_json():
@@ -184,11 +208,17 @@ def test_an_interrupted_eval_resumes_without_regenerating(tmp_path, monkeypatch,
     first = runner.evaluate_model(cfg)
     assert len(EchoEngine.generated) == 10 and first["eval/gsm8k/pass@1"] == 1.0
 
-    # Simulate a kill: the last 3 samples never got written and the one before was cut short.
-    samples = tmp_path / "eval" / "gsm8k" / "samples.jsonl"
-    kept = samples.read_text().splitlines()[:6]
-    samples.write_text("\n".join(kept) + "\n" + kept[-1][:20])
+    # Simulate a kill: the last 4 samples (one shard each) never got committed, one shard was
+    # being written, and the end-of-benchmark files were not reached.
+    bench = tmp_path / "eval" / "gsm8k"
+    shards = sorted((bench / "samples").glob("shard-*.jsonl"))
+    assert len(shards) == 10
+    for shard in shards[6:]:
+        shard.unlink()
+    (bench / "samples" / "shard-00006.jsonl.tmp").write_text('{"problem_id": "3", "sam')
+    (bench / "samples.jsonl").unlink()
     (tmp_path / "eval" / "results.json").unlink()
+    kept = [line for shard in shards[:6] for line in shard.read_text().splitlines()]
 
     EchoEngine.generated = []
     second = runner.evaluate_model(cfg)
@@ -198,6 +228,10 @@ def test_an_interrupted_eval_resumes_without_regenerating(tmp_path, monkeypatch,
     assert second["eval/gsm8k/pass@1"] == 1.0 and second["eval/gsm8k/samples_generated"] == 4
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["benchmarks"]["gsm8k"]["n_problems"] == 5
+    written = [json.loads(line) for line in (bench / "samples.jsonl").read_text().splitlines()]
+    assert [(r["problem_id"], r["sample"]) for r in written] == [
+        (str(p), s) for p in range(5) for s in range(2)]
+    assert not list((bench / "samples").glob("*.tmp"))
 
     EchoEngine.generated = []
     runner.evaluate_model(cfg)  # everything done: nothing to generate

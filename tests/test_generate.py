@@ -13,7 +13,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from r1exp.errors import ConfigError
-from r1exp.generation import ledger, output
+from r1exp.generation import output
+from r1exp.inference import samples
 from r1exp.inference.openai_client import (
     ClientSettings,
     MalformedReply,
@@ -103,45 +104,45 @@ def sample(problem_id, sample_idx, correct=True, error=None, text="\\boxed{1}"):
 
 
 def test_shards_commit_by_size_and_on_exit_and_resume_numbering(tmp_path):
-    with ledger.ShardWriter(tmp_path, shard_size=2, interval_s=3600) as writer:
+    with samples.ShardWriter(tmp_path, shard_size=2, interval_s=3600) as writer:
         assert writer.add([sample(0, 0)]) == 0
         assert writer.add([sample(0, 1), sample(1, 0)]) == 3
         writer.add([sample(1, 1)])
-        assert [p.name for p in ledger.shard_paths(tmp_path)] == ["shard-00000.jsonl"]
-    assert [p.name for p in ledger.shard_paths(tmp_path)] == ["shard-00000.jsonl",
+        assert [p.name for p in samples.shard_paths(tmp_path)] == ["shard-00000.jsonl"]
+    assert [p.name for p in samples.shard_paths(tmp_path)] == ["shard-00000.jsonl",
                                                               "shard-00001.jsonl"]
     (tmp_path / "shard-00002.jsonl.tmp").write_text('{"half a line')  # a killed attempt's leftover
-    writer = ledger.ShardWriter(tmp_path, shard_size=2, interval_s=3600)
+    writer = samples.ShardWriter(tmp_path, shard_size=2, interval_s=3600)
     assert writer.next_seq == 2 and not (tmp_path / "shard-00002.jsonl.tmp").exists()
-    assert set(ledger.committed_keys(tmp_path)) == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    assert set(samples.committed_keys(tmp_path)) == {(0, 0), (0, 1), (1, 0), (1, 1)}
 
 
 def test_a_shard_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
-    writer = ledger.ShardWriter(tmp_path, shard_size=10, interval_s=3600)
+    writer = samples.ShardWriter(tmp_path, shard_size=10, interval_s=3600)
     writer.add([sample(0, 0), sample(0, 1)])
 
     def killed(*args):
         raise KeyboardInterrupt  # the process dies between writing the .tmp and the rename
 
-    monkeypatch.setattr(ledger.os, "replace", killed)
+    monkeypatch.setattr(samples.os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
         writer.commit()
-    assert ledger.shard_paths(tmp_path) == [] and ledger.committed_keys(tmp_path) == {}
+    assert samples.shard_paths(tmp_path) == [] and samples.committed_keys(tmp_path) == set()
 
 
 def test_time_based_commit(tmp_path):
-    writer = ledger.ShardWriter(tmp_path, shard_size=1000, interval_s=0)
+    writer = samples.ShardWriter(tmp_path, shard_size=1000, interval_s=0)
     assert writer.add([sample(0, 0)]) == 1
 
 
 def test_ranks_write_their_own_shards(tmp_path):
     for rank in (0, 1):
-        with ledger.ShardWriter(tmp_path, shard_size=1, interval_s=3600, rank=rank,
+        with samples.ShardWriter(tmp_path, shard_size=1, interval_s=3600, rank=rank,
                                 world_size=2) as w:
             w.add([sample(rank, 0)])
-    assert [p.name for p in ledger.shard_paths(tmp_path)] == ["shard-r0-00000.jsonl",
+    assert [p.name for p in samples.shard_paths(tmp_path)] == ["shard-r0-00000.jsonl",
                                                               "shard-r1-00000.jsonl"]
-    assert ledger.ShardWriter(tmp_path, shard_size=1, interval_s=1, rank=1,
+    assert samples.ShardWriter(tmp_path, shard_size=1, interval_s=1, rank=1,
                               world_size=2).next_seq == 1
 
 
@@ -208,7 +209,7 @@ def test_faults_are_evenly_spaced():
 
 def write_ledger(out: Path, rows):
     output.begin(out, settings={"a": 1}, fingerprint="f", config={}, provenance={})
-    with ledger.ShardWriter(out / ledger.SAMPLES_DIR, shard_size=2, interval_s=3600) as w:
+    with samples.ShardWriter(out / samples.SAMPLES_DIR, shard_size=2, interval_s=3600) as w:
         w.add(rows)
 
 

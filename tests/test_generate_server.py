@@ -23,7 +23,7 @@ from conftest import SERVED_MODEL
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from r1exp.generation import ledger
+from r1exp.inference import samples
 from r1exp.inference import Request, Sampling
 from r1exp.inference.openai_client import ClientSettings, chat_body, stream_chat
 from r1exp.launch.controller import prepare
@@ -153,7 +153,7 @@ def openai_overrides(server: str, **extra) -> list[str]:
 
 
 def ledger_rows(out: Path) -> list[dict]:
-    return list(ledger.iter_rows(out / ledger.SAMPLES_DIR))
+    return list(samples.iter_rows(out / samples.SAMPLES_DIR))
 
 
 def keys(rows) -> list[tuple[int, int]]:
@@ -191,7 +191,7 @@ def test_kill_and_resume_gives_the_uninterrupted_row_set(fresh, tmp_path):
     first = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
-    while not ledger.shard_paths(out / ledger.SAMPLES_DIR):
+    while not samples.shard_paths(out / samples.SAMPLES_DIR):
         assert first.poll() is None, first.communicate()[0][-3000:]
         assert time.monotonic() < deadline, "no shard committed within 300 s"
         time.sleep(0.05)

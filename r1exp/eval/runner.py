@@ -2,13 +2,12 @@
 
 Used by the eval stage and, through `evaluate_model`, by the training stages for
 `train.benchmarks`. Several worker processes (the hardware profile's data parallel) each take
-every world_size-th problem, write their own samples file, and rank 0 aggregates once all
-ranks have left their marker file.
+every world_size-th problem and commit their samples to the sample store; rank 0 aggregates
+once every sample is in (r1exp.inference.samples.wait_for).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -23,11 +22,10 @@ from r1exp.eval import outputs
 from r1exp.eval.benchmarks import benchmark_problems, check_benchmarks, num_samples
 from r1exp.eval.evaluators import EVALUATORS, evaluator
 from r1exp.eval.passk import k_values, summarize
-from r1exp.inference import Problem, Request, Sampling, build_engine
+from r1exp.inference import Problem, Request, Sampling, build_engine, samples
 from r1exp.rundir import EVAL_DIR, EVAL_RESULTS, RunDir, fingerprint
 
 log = logging.getLogger(__name__)
-BARRIER_POLL_S = 2.0
 
 
 def evaluate_model(cfg, model_dir: str | None = None, benchmarks=None,
@@ -81,17 +79,18 @@ def _generate_and_score(cfg, model_cfg, names, out: Path, rank: int, world_size:
             bench_dir = out / name
             problems = benchmark_problems(cfg, name)
             config_hash = fingerprint(_settings(cfg, model_source, name))
+            earlier = set(samples.shard_paths(outputs.store_dir(bench_dir)))
             started = time.perf_counter()
-            stats = _generate_share(cfg, engine, problems[rank::world_size],
-                                    num_samples(cfg, name), bench_dir, config_hash, rank,
-                                    world_size)
-            stats["seconds"] = time.perf_counter() - started
+            _generate_share(cfg, engine, problems[rank::world_size], num_samples(cfg, name),
+                            bench_dir, config_hash, rank, world_size)
             if rank != 0:
-                _leave_marker(bench_dir, rank, stats)
                 continue
-            stats = _wait_for_ranks(bench_dir, world_size, stats)
+            if world_size > 1:
+                _wait_for_ranks(cfg, name, problems, bench_dir, config_hash)
+            stats = _new_work(bench_dir, earlier, config_hash, time.perf_counter() - started)
             records = outputs.read_samples(bench_dir, config_hash)
             results["benchmarks"][name] = _summary(cfg, name, problems, records, stats)
+            outputs.write_samples(bench_dir, _chosen(cfg, name, problems, records))
             if run is not None:
                 only_this = {"benchmarks": {name: results["benchmarks"][name]}}
                 run.log_metrics(outputs.mlflow_metrics(only_this))
@@ -120,8 +119,8 @@ def _evaluator_results(cfg, model_cfg, names, out: Path, run) -> dict:
         records = report.records[name]
         settings = {**_settings(cfg, report.model, name), "backend": cfg.eval.backend}
         config_hash = fingerprint(settings)
-        with outputs.SampleLog(outputs.samples_path(out / name, 0, 1)) as sample_log:
-            sample_log.write({**record, "config": config_hash} for record in records)
+        outputs.write_samples(out / name, ({**record, "config": config_hash}
+                                           for record in records))
         stats = {"seconds": report.seconds, "new_samples": len(records),
                  "new_tokens": sum(r["new_tokens"] for r in records)}
         summary = _summary(cfg, name, problems[name], records, stats)
@@ -153,42 +152,44 @@ def _weights_stamp(model_source: str) -> int | None:
 
 
 def _generate_share(cfg, engine, problems: list[Problem], k: int, bench_dir: Path,
-                    config_hash: str, rank: int, world_size: int) -> dict:
-    """Generate and score the missing samples (k per problem) of this rank's problems, saving
-    each batch."""
+                    config_hash: str, rank: int, world_size: int) -> None:
+    """Generate and score the missing samples (k per problem) of this rank's problems,
+    committing each batch."""
     from tqdm.auto import tqdm
 
     from r1exp.rewards import grade_math
 
-    done = {(r["problem_id"], r["sample"]) for r in outputs.read_samples(bench_dir, config_hash)}
+    done = {samples.row_key(r, outputs.KEY) for r in outputs.read_samples(bench_dir, config_hash)}
     by_id = {p.id: p for p in problems}
     requests = [Request((problem.id, s), problem.messages) for problem in problems
                 for s in range(k) if (problem.id, s) not in done]
     skipped = len(problems) * k - len(requests)
     log.info("%s: %d problems, %d samples to generate (%d already done)",
              bench_dir.name, len(problems), len(requests), skipped)
-    new_tokens, correct, failed = 0, 0, 0
+    new_tokens, correct = 0, 0
     # Counts samples generated and scored, so its ETA covers both; the transformers engine adds
     # a bar per batch over its decoding steps.
     bar = tqdm(total=len(requests), desc=f"eval {bench_dir.name}", unit="sample",
                mininterval=2.0, dynamic_ncols=True, disable=not requests)
-    with outputs.SampleLog(outputs.samples_path(bench_dir, rank, world_size)) as sample_log, bar:
+    # shard_size 1: each batch is committed, as one shard, once it is scored
+    writer = samples.ShardWriter(outputs.store_dir(bench_dir), shard_size=1, interval_s=0,
+                                 rank=rank, world_size=world_size)
+    with writer, bar:
         for batch in engine.generate(requests):
-            failed += sum(r.error is not None for r in batch)
-            batch = [r for r in batch if r.error is None]  # left missing: a re-run retries it
+            failed = [r for r in batch if r.error is not None]
+            batch = [r for r in batch if r.error is None]
             golds = [by_id[r.key[0]].answer for r in batch]
             bar.set_postfix_str(f"scoring {len(batch)}")
             grades = grade_math([r.text for r in batch], golds, timeout_s=cfg.eval.score_timeout_s)
-            sample_log.write(_record(r, gold, grade, config_hash)
-                             for r, gold, grade in zip(batch, golds, grades))
+            writer.add([_record(r, gold, grade, config_hash)
+                        for r, gold, grade in zip(batch, golds, grades)])
+            if failed:  # the batch's good samples are kept; a re-run retries the rest
+                raise RuntimeError(f"{bench_dir.name}: {len(failed)} requests failed for good, "
+                                   f"e.g. {failed[0].key}: {failed[0].error}")
             new_tokens += sum(r.completion_tokens or 0 for r in batch)
             correct += sum(grade.score > 0 for grade in grades)
             bar.set_postfix_str(f"correct {correct}, {new_tokens} tokens", refresh=False)
             bar.update(len(batch))
-    if failed:
-        log.warning("%s: %d requests failed for good; re-run to retry them", bench_dir.name,
-                    failed)
-    return {"new_samples": len(requests) - failed, "new_tokens": new_tokens}
 
 
 def _record(result, gold: str, grade, config_hash: str) -> dict:
@@ -203,23 +204,19 @@ def _record(result, gold: str, grade, config_hash: str) -> dict:
 
 def _summary(cfg, name: str, problems: list[Problem], records: list[dict], stats: dict) -> dict:
     k = num_samples(cfg, name)
-    found = {(r["problem_id"], r["sample"]): r for r in records}
-    missing = [(p.id, s) for p in problems for s in range(k) if (p.id, s) not in found]
-    if missing:
-        raise RuntimeError(f"{len(missing)} samples missing after generation, e.g. {missing[:3]}")
-    chosen = [[found[(p.id, s)] for s in range(k)] for p in problems]
-    flat = [r for rows in chosen for r in rows]
+    chosen = _chosen(cfg, name, problems, records)
+    rows = [chosen[i:i + k] for i in range(0, len(chosen), k)]
     seconds = stats["seconds"]
-    summary = summarize([[r["score"] for r in rows] for rows in chosen],
+    summary = summarize([[r["score"] for r in per_problem] for per_problem in rows],
                         k_values(k, cfg.eval.pass_k))
     statuses = defaultdict(int)
-    for r in flat:
+    for r in chosen:
         statuses[r["status"]] += 1
     return {
         "n_problems": len(problems), "k": k, **summary,
-        "tokens_generated": sum(r["new_tokens"] for r in flat),
-        "mean_new_tokens": sum(r["new_tokens"] for r in flat) / len(flat),
-        "truncated_fraction": sum(not r["stopped"] for r in flat) / len(flat),
+        "tokens_generated": sum(r["new_tokens"] for r in chosen),
+        "mean_new_tokens": sum(r["new_tokens"] for r in chosen) / len(chosen),
+        "truncated_fraction": sum(not r["stopped"] for r in chosen) / len(chosen),
         "score_errors": statuses["timeout"] + statuses["error"],
         "gold_unparsed": statuses["gold_unparsed"],
         "samples_generated": stats["new_samples"],
@@ -227,6 +224,38 @@ def _summary(cfg, name: str, problems: list[Problem], records: list[dict], stats
         "tokens_per_s": stats["new_tokens"] / seconds if seconds > 0 else 0.0,
         "problems_per_s": stats["new_samples"] / k / seconds if seconds > 0 else 0.0,
     }
+
+
+def _chosen(cfg, name: str, problems: list[Problem], records: list[dict]) -> list[dict]:
+    """The k samples of every problem, in problem order: what the results are computed from."""
+    k = num_samples(cfg, name)
+    found = {samples.row_key(r, outputs.KEY): r for r in records}
+    missing = [(p.id, s) for p in problems for s in range(k) if (p.id, s) not in found]
+    if missing:
+        raise RuntimeError(f"{len(missing)} samples missing after generation, e.g. {missing[:3]}")
+    return [found[(p.id, s)] for p in problems for s in range(k)]
+
+
+def _wait_for_ranks(cfg, name: str, problems: list[Problem], bench_dir: Path,
+                    config_hash: str) -> None:
+    """Rank 0: wait until the other ranks have committed every sample of this benchmark."""
+    k = num_samples(cfg, name)
+    expected = {(p.id, s) for p in problems for s in range(k)}
+    # Samples of run dirs from before the store count as done; the store holds the rest.
+    present = {samples.row_key(r, outputs.KEY) for r in outputs.read_samples(bench_dir,
+                                                                              config_hash)}
+    samples.wait_for(outputs.store_dir(bench_dir), expected - present, outputs.KEY,
+                     select=lambda row: row.get("config") == config_hash)
+
+
+def _new_work(bench_dir: Path, earlier: set[Path], config_hash: str, seconds: float) -> dict:
+    """What this launch generated, over all ranks: the samples of the shards that were not
+    there when rank 0 began the benchmark."""
+    store = outputs.store_dir(bench_dir)
+    shards = [path for path in samples.shard_paths(store) if path not in earlier]
+    new = [row for row in samples.iter_rows(store, shards) if row.get("config") == config_hash]
+    return {"seconds": seconds, "new_samples": len(new),
+            "new_tokens": sum(r["new_tokens"] for r in new)}
 
 
 def _rank() -> tuple[int, int]:
@@ -237,32 +266,6 @@ def _tracked_run():
     from r1exp.tracking.callback import attached_run
 
     return attached_run()
-
-
-def _marker(bench_dir: Path, rank: int) -> Path:
-    return bench_dir / f"done.rank{rank}.json"
-
-
-def _leave_marker(bench_dir: Path, rank: int, stats: dict) -> None:
-    # The launcher's pid tells this launch's markers from those of an interrupted one.
-    _marker(bench_dir, rank).write_text(json.dumps({**stats, "launch": os.getppid()}))
-
-
-def _wait_for_ranks(bench_dir: Path, world_size: int, stats: dict) -> dict:
-    """Rank 0: wait until every other rank of this launch has finished; add up their work."""
-    total = dict(stats)
-    for rank in range(1, world_size):
-        while True:
-            try:
-                theirs = json.loads(_marker(bench_dir, rank).read_text())
-            except (OSError, json.JSONDecodeError):
-                theirs = None
-            if theirs is not None and theirs.get("launch") == os.getppid():
-                break
-            time.sleep(BARRIER_POLL_S)
-        total["new_samples"] += theirs["new_samples"]
-        total["new_tokens"] += theirs["new_tokens"]
-    return total
 
 
 def check_eval_settings(cfg) -> None:

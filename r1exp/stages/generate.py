@@ -6,7 +6,7 @@ committed shard by shard, then filtered (`generate.keep`) into a dataset dir tha
 Resumable and lossless: every sample is committed to `<output_dir>/samples/` with an atomic
 rename; a re-run of the same command skips the (problem_id, sample_idx) pairs already there,
 so a kill at any moment loses at most the uncommitted buffer and never duplicates a sample.
-A request that keeps failing becomes an error row (kept in the ledger, never in the dataset).
+A request that keeps failing becomes an error row (kept in samples/, never in the dataset).
 Several worker processes (a multi-GPU profile) each take every world_size-th problem; rank 0
 writes the dataset once all samples are in.
 """
@@ -88,7 +88,7 @@ def resumable(cfg, run_dir) -> bool:
     Only a generate.output_dir inside the run dir (the default) needs the earlier run dir to
     be adopted; a fixed one outside it is continued by any attempt that writes there.
     """
-    from r1exp.generation.ledger import SAMPLES_DIR, SHARD_GLOB
+    from r1exp.inference.samples import SAMPLES_DIR, SHARD_GLOB
 
     here, out = Path(cfg.paths.output_dir), Path(cfg.generate.output_dir)
     if not out.is_relative_to(here):
@@ -97,15 +97,15 @@ def resumable(cfg, run_dir) -> bool:
 
 
 def run(cfg) -> dict[str, float]:
-    from r1exp.generation import ledger, output
+    from r1exp.generation import output
     from r1exp.generation.prompts import dataset_problems, requests_for
-    from r1exp.inference import Sampling, build_engine
+    from r1exp.inference import Sampling, build_engine, samples
 
     check(cfg)
     g = cfg.generate
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     out_dir = Path(g.output_dir)
-    samples_dir = out_dir / ledger.SAMPLES_DIR
+    samples_dir = out_dir / samples.SAMPLES_DIR
     engine = build_engine(g.engine, cfg, cfg.model, Sampling.of(g, cfg.seed),
                           key="generate.engine")
     engine.check()
@@ -120,9 +120,8 @@ def run(cfg) -> dict[str, float]:
     if rank == 0:
         manifest = output.begin(out_dir, settings=settings, fingerprint=fingerprint,
                                 config=_config_record(cfg), provenance=_provenance(cfg, settings))
-    done = ledger.committed_keys(samples_dir)
-    _check_same_problems(done, problems, out_dir)
-    requests = requests_for(problems, g.num_generations, set(done), rank, world_size)
+    done = _committed(samples_dir, problems, out_dir)
+    requests = requests_for(problems, g.num_generations, done, rank, world_size)
     mine = sum(1 for p in problems if p.id % world_size == rank) * g.num_generations
     log.info("generate: %d problems x %d samples; %d of this worker's %d already committed in %s",
              len(problems), g.num_generations, mine - len(requests), mine, out_dir)
@@ -136,7 +135,7 @@ def run(cfg) -> dict[str, float]:
     progress = _Progress(total=mine, initial=mine - len(requests), rank=rank)
     by_id = {p.id: p for p in problems}
     try:
-        with ledger.ShardWriter(samples_dir, shard_size=g.shard_size,
+        with samples.ShardWriter(samples_dir, shard_size=g.shard_size,
                                 interval_s=g.commit_interval_s, rank=rank,
                                 world_size=world_size) as writer:
             for batch in engine.generate(requests):
@@ -152,7 +151,7 @@ def run(cfg) -> dict[str, float]:
 
     expected = {(p.id, s) for p in problems for s in range(g.num_generations)}
     if world_size > 1:
-        output.wait_for_all(samples_dir, expected)
+        samples.wait_for(samples_dir, expected)
     manifest = output.finalize(out_dir, manifest, keep=g.keep, shard_size=g.shard_size,
                                expected=expected)
     if g.push_to_hub:
@@ -202,15 +201,22 @@ def _provenance(cfg, settings: dict) -> dict:
     }
 
 
-def _check_same_problems(done: dict, problems, out_dir: Path) -> None:
-    """Committed samples must belong to the same problems (a hub dataset may have changed)."""
+def _committed(samples_dir: Path, problems, out_dir: Path) -> set[tuple[int, int]]:
+    """The committed samples' keys. They must belong to the same problems (a hub dataset may
+    have changed since the first attempt)."""
+    from r1exp.inference import samples
+
     by_id = {p.id: p.text for p in problems}
-    for (problem_id, _), text in done.items():
+    done = set()
+    for row in samples.iter_rows(samples_dir):
+        problem_id, text = int(row["problem_id"]), row["problem"]
         if problem_id in by_id and by_id[problem_id] != text:
             raise ConfigError(
                 f"{out_dir} holds samples of problem {problem_id} {text[:60]!r}, but the dataset "
                 f"now has {by_id[problem_id][:60]!r} there; the dataset changed since the first "
                 "attempt. Use another generate.output_dir")
+        done.add((problem_id, int(row["sample_idx"])))
+    return done
 
 
 def _claim(out_dir: Path):
