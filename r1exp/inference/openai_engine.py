@@ -15,7 +15,7 @@ from r1exp.inference.protocol import Request, Result, Sampling
 from r1exp.inference.registry import register
 
 
-@register("openai", in_process=False)
+@register("openai")
 class OpenAIEngine:
     def __init__(self, options, sampling: Sampling):
         self.options, self.sampling = options, sampling  # the generate section's endpoint knobs

@@ -17,19 +17,18 @@ from r1exp.inference.protocol import Engine, Sampling
 class EngineSpec:
     name: str
     cls: type  # cls.from_config(cfg, model_cfg, sampling, *, chat_template) -> Engine
-    in_process: bool  # loads the model into this process (False: talks to a server)
 
 
 ENGINES: dict[str, EngineSpec] = {}
 
 
-def register(name: str, *, in_process: bool):
+def register(name: str):
     """Class decorator: make the class the engine called `name` in configs."""
 
     def decorate(cls: type) -> type:
         if name in ENGINES:
             raise ValueError(f"engine {name!r} is registered twice")
-        ENGINES[name] = EngineSpec(name, cls, in_process)
+        ENGINES[name] = EngineSpec(name, cls)
         return cls
 
     return decorate

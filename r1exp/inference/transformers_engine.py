@@ -81,7 +81,7 @@ def token_progress(rows: int, max_new_tokens: int) -> Iterator:
         bar.close()
 
 
-@register("transformers", in_process=True)
+@register("transformers")
 class TransformersEngine:
     def __init__(self, sampling: Sampling, *, batch_tokens: int, max_rows: int,
                  chat_template: bool = True, load=None, label: str = ""):

@@ -25,7 +25,7 @@ from r1exp.inference.registry import register
 CHUNK = 1024
 
 
-@register("vllm", in_process=True)
+@register("vllm")
 class VLLMEngine:
     def __init__(self, cfg, model_cfg, sampling: Sampling, *, chat_template: bool = True):
         self.cfg, self.model_cfg, self.sampling = cfg, model_cfg, sampling
