@@ -13,7 +13,7 @@ import string
 from pathlib import Path
 
 from r1exp.errors import ConfigError
-from r1exp.inference import Problem
+from r1exp.inference import Problem, load_problems
 
 TASKS = ("math", "choice")
 CHOICE_LETTERS = string.ascii_uppercase
@@ -51,8 +51,6 @@ def check_benchmarks(cfg, names, key: str) -> None:
 
 def benchmark_problems(cfg, name: str) -> list[Problem]:
     """The first `eval.limit` problems of benchmark `name`, with their prompts and golds."""
-    from r1exp.inference import load_problems
-
     spec = cfg.benchmark[name]
     needed = [spec.prompt_column, *(spec.choice_columns or [spec.answer_column])]
     if spec.task == "math" and spec.lighteval.gold_column:

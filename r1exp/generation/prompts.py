@@ -5,7 +5,7 @@ from __future__ import annotations
 import string
 
 from r1exp.errors import ConfigError
-from r1exp.inference import Problem, Request
+from r1exp.inference import Problem, Request, load_problems
 
 
 def template_fields(template: str) -> list[str]:
@@ -25,8 +25,6 @@ def template_fields(template: str) -> list[str]:
 def dataset_problems(cfg) -> list[Problem]:
     """The first `generate.limit` rows of the dataset's train split; ids are row indices
     (after dataset.shuffle / max_samples)."""
-    from r1exp.inference import load_problems
-
     d, template = cfg.dataset, cfg.generate.prompt_template
     fields = [f for f in template_fields(template) if f != "problem"]
 

@@ -11,6 +11,12 @@ import asyncio
 from collections.abc import Iterator, Sequence
 
 from r1exp.errors import ConfigError
+from r1exp.inference.openai_client import (
+    ClientSettings,
+    chat_body,
+    iterate_in_background,
+    list_models,
+)
 from r1exp.inference.protocol import Request, Result, Sampling
 from r1exp.inference.registry import register
 
@@ -40,8 +46,6 @@ class OpenAIEngine:
 
     def model(self) -> str:
         if self._model is None:
-            from r1exp.inference.openai_client import list_models
-
             endpoint = self.options.endpoint
             try:
                 served = asyncio.run(list_models(endpoint))
@@ -57,9 +61,7 @@ class OpenAIEngine:
     def describe(self) -> dict:
         return {"engine": "openai", "endpoint": self.options.endpoint, "model": self.model()}
 
-    def settings(self):
-        from r1exp.inference.openai_client import ClientSettings
-
+    def settings(self) -> ClientSettings:
         o = self.options
         return ClientSettings(
             endpoint=o.endpoint, model=self.model(), max_in_flight=int(o.max_in_flight),
@@ -70,7 +72,5 @@ class OpenAIEngine:
     def generate(self, requests: Sequence[Request]) -> Iterator[list[Result]]:
         if not requests:
             return
-        from r1exp.inference.openai_client import chat_body, iterate_in_background
-
         body = chat_body(self.sampling, self.model())
         yield from iterate_in_background(list(requests), body, self.settings())

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from r1exp.data.loading import load_split, require_columns
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -27,8 +29,6 @@ def load_problems(source, split: str, *, seed: int, limit: int | None, columns: 
                   hint: str | None = None) -> list[Problem]:
     """The first `limit` rows of `split` of dataset config `source`, each made a Problem by
     `make(id, row)`; ids are row indices unless `ids(rows)` gives others."""
-    from r1exp.data.loading import load_split, require_columns
-
     rows = load_split(source, split, seed=seed)
     require_columns(rows, columns, name, hint=hint)
     if limit is not None:

@@ -17,6 +17,7 @@ from r1exp.inference.problems import request_prompt_ids
 from r1exp.inference.process import local_rank, model_label, rank
 from r1exp.inference.protocol import Request, Result, Sampling
 from r1exp.inference.registry import register
+from r1exp.models.loading import load_model, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,6 @@ class TransformersEngine:
     def from_config(cls, cfg, model_cfg, sampling: Sampling, *,
                     chat_template: bool = True) -> TransformersEngine:
         def load():
-            from r1exp.models.loading import load_model, load_tokenizer
-
             tokenizer = load_tokenizer(model_cfg, cfg.paths.cache_dir)
             model = load_model(model_cfg, cfg.hardware, cfg.paths.cache_dir, training=False)
             if cfg.hardware.accelerator == "cuda":

@@ -16,9 +16,11 @@ import importlib.util
 from collections.abc import Iterator, Sequence
 
 from r1exp.errors import ConfigError
+from r1exp.inference.problems import request_prompt_ids
 from r1exp.inference.process import claim_gpus, model_label, rank
 from r1exp.inference.protocol import Request, Result, Sampling
 from r1exp.inference.registry import register
+from r1exp.models.loading import TORCH_DTYPES, load_tokenizer, resolve_model_dir
 
 # Requests per LLM.generate call: vLLM schedules within a call; between calls the caller saves
 # finished samples, so an interruption loses at most one chunk.
@@ -56,8 +58,6 @@ class VLLMEngine:
             claim_gpus(v.tensor_parallel_size)
         from vllm import LLM
 
-        from r1exp.models.loading import TORCH_DTYPES, load_tokenizer, resolve_model_dir
-
         model_dir = resolve_model_dir(self.model_cfg, cfg.paths.cache_dir)
         self.tokenizer = load_tokenizer(self.model_cfg, cfg.paths.cache_dir)
         self.llm = LLM(
@@ -88,8 +88,6 @@ class VLLMEngine:
     def generate(self, requests: Sequence[Request]) -> Iterator[list[Result]]:
         if not requests:
             return
-        from r1exp.inference.problems import request_prompt_ids
-
         self.open()
         params = self.sampling_params()
         for start in range(0, len(requests), CHUNK):
