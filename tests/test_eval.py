@@ -11,10 +11,10 @@ from test_config import composed
 
 from r1exp.errors import ConfigError
 from r1exp.eval import outputs
-from r1exp.eval.backends.base import Completion
-from r1exp.eval.backends.hf import plan_batches
 from r1exp.eval.benchmarks import choice_prompt
 from r1exp.eval.passk import pass_at_k, summarize
+from r1exp.inference import Result
+from r1exp.inference.transformers_engine import plan_batches
 from r1exp.launch.controller import prepare
 
 
@@ -121,13 +121,37 @@ def test_benchmark_specs_reuse_the_dataset_configs(tmp_path):
     assert cfg.benchmark["gpqa-diamond"].task == "choice"
 
 
-def test_read_samples_skips_a_cut_line_and_other_settings(tmp_path):
-    lines = [json.dumps({"problem_id": "0", "sample": 0, "config": "a"}),
-             json.dumps({"problem_id": "1", "sample": 0, "config": "b"}),
-             '{"problem_id": "2", "sam']
-    (tmp_path / "samples.jsonl").write_text("\n".join(lines))
+def test_read_samples_takes_each_sample_once_and_skips_cut_lines_and_other_settings(tmp_path):
+    from r1exp.inference import samples
+
+    with samples.ShardWriter(tmp_path / "samples", shard_size=1, interval_s=0) as writer:
+        writer.add([{"problem_id": "0", "sample": 0, "config": "a", "from": "store"}])
+    # an earlier version's appended file: a line cut short by a kill ends it
+    lines = [json.dumps({"problem_id": "0", "sample": 0, "config": "a", "from": "file"}),
+             json.dumps({"problem_id": "1", "sample": 0, "config": "a"}),
+             json.dumps({"problem_id": "2", "sample": 0, "config": "b"}),
+             '{"problem_id": "3", "sam']
+    (tmp_path / "samples.rank1.jsonl").write_text("\n".join(lines))
     records = outputs.read_samples(tmp_path, "a")
-    assert [(r["problem_id"], r["sample"]) for r in records] == [("0", 0)]
+    assert [(r["problem_id"], r["sample"]) for r in records] == [("0", 0), ("1", 0)]
+    assert records[0]["from"] == "store"
+
+
+def test_rank_zero_waits_for_the_samples_of_its_settings(tmp_path, monkeypatch):
+    from r1exp.inference import samples
+
+    other_rank = samples.ShardWriter(tmp_path, shard_size=1, interval_s=0, rank=1, world_size=2)
+    other_rank.add([{"problem_id": "1", "sample": 0, "config": "old"}])
+    polls = []
+
+    def sleep(seconds):  # while rank 0 waits, the other rank commits the sample
+        polls.append(seconds)
+        other_rank.add([{"problem_id": "1", "sample": 0, "config": "new"}])
+
+    monkeypatch.setattr(samples.time, "sleep", sleep)
+    samples.wait_for(tmp_path, {("1", 0)}, outputs.KEY,
+                     select=lambda row: row["config"] == "new")
+    assert polls == [samples.BARRIER_POLL_S]  # the sample of other settings did not count
 
 
 def test_table_shows_the_numbers_of_the_results_json():
@@ -139,49 +163,38 @@ def test_table_shows_the_numbers_of_the_results_json():
     assert outputs.mlflow_metrics({"benchmarks": {"gsm8k": bench}})["eval/gsm8k/pass@1"] == 0.1234
 
 
-class FakeTokenizer:
-    chat_template = None
-    eos_token_id = 0
-
-    def __call__(self, text, add_special_tokens=True):
-        return {"input_ids": [1] * (len(text) % 7 + 1)}
-
-
-class EchoGenerator:
+class EchoEngine:
     """Answers every problem with the gold (problem ids are row numbers); counts requests."""
 
     generated: list = []
 
-    def __init__(self, golds):
-        self.golds = golds
-
-    @classmethod
-    def from_config(cls, cfg, model_cfg, tokenizer, sampling):
+    def __init__(self, cfg):
         lines = Path(cfg.benchmark.gsm8k.path).read_text().splitlines()
-        rows = [json.loads(line) for line in lines]
-        return cls([row["answer"] for row in rows])
+        self.golds = [json.loads(line)["answer"] for line in lines]
+
+    def open(self):
+        pass
 
     def generate(self, requests):
         for request in requests:
-            EchoGenerator.generated.append(request.key)
+            EchoEngine.generated.append(request.key)
             gold = self.golds[int(request.key[0])]
-            yield [Completion(request, f"so \\boxed{{{gold}}}", 5, True)]
+            yield [Result(request.key, f"so \\boxed{{{gold}}}", "stop", 3, 5)]
 
     def close(self):
         pass
 
 
 def echo_eval(tmp_path, monkeypatch, shared_data, problems: int):
-    """An eval of the first `problems` GSM8K problems, 2 samples each, by EchoGenerator."""
+    """An eval of the first `problems` GSM8K problems, 2 samples each, by EchoEngine."""
     from r1exp.eval import runner
     from r1exp.models import loading
 
     rows = (shared_data / "gsm8k_test.jsonl").read_text().splitlines()[:problems]
     local = tmp_path / f"gsm8k{problems}.jsonl"
     local.write_text("\n".join(rows) + "\n")
-    monkeypatch.setattr(loading, "load_tokenizer", lambda *a, **k: FakeTokenizer())
     monkeypatch.setattr(loading, "resolve_model_dir", lambda *a, **k: "fake-model")
-    monkeypatch.setattr(runner, "load", lambda target: EchoGenerator)
+    monkeypatch.setattr(runner, "build_engine", lambda name, cfg, *a, **k: EchoEngine(cfg))
     return eval_cfg(tmp_path, "eval.benchmarks=[gsm8k]", "eval.num_samples=2",
                     "benchmark.gsm8k.source=local", f"benchmark.gsm8k.path={local}")
 
@@ -191,28 +204,38 @@ def test_an_interrupted_eval_resumes_without_regenerating(tmp_path, monkeypatch,
 
     cfg = echo_eval(tmp_path, monkeypatch, shared_data, problems=5)
 
-    EchoGenerator.generated = []
+    EchoEngine.generated = []
     first = runner.evaluate_model(cfg)
-    assert len(EchoGenerator.generated) == 10 and first["eval/gsm8k/pass@1"] == 1.0
+    assert len(EchoEngine.generated) == 10 and first["eval/gsm8k/pass@1"] == 1.0
 
-    # Simulate a kill: the last 3 samples never got written and the one before was cut short.
-    samples = tmp_path / "eval" / "gsm8k" / "samples.jsonl"
-    kept = samples.read_text().splitlines()[:6]
-    samples.write_text("\n".join(kept) + "\n" + kept[-1][:20])
+    # Simulate a kill: the last 4 samples (one shard each) never got committed, one shard was
+    # being written, and the end-of-benchmark files were not reached.
+    bench = tmp_path / "eval" / "gsm8k"
+    shards = sorted((bench / "samples").glob("shard-*.jsonl"))
+    assert len(shards) == 10
+    for shard in shards[6:]:
+        shard.unlink()
+    (bench / "samples" / "shard-00006.jsonl.tmp").write_text('{"problem_id": "3", "sam')
+    (bench / "samples.jsonl").unlink()
     (tmp_path / "eval" / "results.json").unlink()
+    kept = [line for shard in shards[:6] for line in shard.read_text().splitlines()]
 
-    EchoGenerator.generated = []
+    EchoEngine.generated = []
     second = runner.evaluate_model(cfg)
     finished = {(json.loads(line)["problem_id"], json.loads(line)["sample"]) for line in kept}
-    assert len(EchoGenerator.generated) == 4
-    assert not finished & set(EchoGenerator.generated)
+    assert len(EchoEngine.generated) == 4
+    assert not finished & set(EchoEngine.generated)
     assert second["eval/gsm8k/pass@1"] == 1.0 and second["eval/gsm8k/samples_generated"] == 4
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["benchmarks"]["gsm8k"]["n_problems"] == 5
+    written = [json.loads(line) for line in (bench / "samples.jsonl").read_text().splitlines()]
+    assert [(r["problem_id"], r["sample"]) for r in written] == [
+        (str(p), s) for p in range(5) for s in range(2)]
+    assert not list((bench / "samples").glob("*.tmp"))
 
-    EchoGenerator.generated = []
+    EchoEngine.generated = []
     runner.evaluate_model(cfg)  # everything done: nothing to generate
-    assert EchoGenerator.generated == []
+    assert EchoEngine.generated == []
 
     from r1exp.stages.eval import resumable
 

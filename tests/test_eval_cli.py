@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,10 +48,14 @@ def test_cli_eval_logs_pass_at_1_to_mlflow_and_resumes(tmp_path, shared_data):
     artifacts = {a.path for a in client.list_artifacts(run_id, "eval")}
     assert "eval/results.json" in artifacts and "eval/gsm8k" in artifacts
 
-    # An interrupted run: 12 samples survived. The re-run in the same run dir makes only 8.
+    # An interrupted run: 12 samples were committed. The re-run in the same run dir makes only 8.
     samples = eval_dir / "gsm8k" / "samples.jsonl"
     kept = samples.read_text().splitlines()[:12]
-    samples.write_text("\n".join(kept) + "\n")
+    store = eval_dir / "gsm8k" / "samples"
+    shutil.rmtree(store)
+    store.mkdir()
+    (store / "shard-00000.jsonl").write_text("\n".join(kept) + "\n")
+    samples.unlink()
     second = run_eval(tmp_path, shared_data)
     assert second.returncode == 0, second.stderr[-3000:]
     resumed = json.loads((eval_dir / "results.json").read_text())["benchmarks"]["gsm8k"]

@@ -14,8 +14,8 @@ import pytest
 from test_config import composed
 
 from r1exp.errors import ConfigError
-from r1exp.eval.backends.lighteval_model import write_view
-from r1exp.eval.benchmarks import load_problems, math_prompt, num_samples
+from r1exp.eval.evaluators.lighteval_model import write_view
+from r1exp.eval.benchmarks import benchmark_problems, math_prompt, num_samples
 from r1exp.launch.controller import prepare
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -77,14 +77,14 @@ def test_open_r1_preset_sets_its_prompt_gold_and_sample_counts(tmp_path, shared_
                    f"paths.data_dir={shared_data}", "benchmark.math500.source=local",
                    f"benchmark.math500.path={shared_data}/math500.jsonl")
     assert [num_samples(cfg, b) for b in ("math500", "aime24", "gsm8k")] == [4, 64, 1]
-    problem = load_problems(cfg, "math500")[0]
+    problem = benchmark_problems(cfg, "math500")[0]
     text = problem.messages[-1]["content"]
     row = json.loads((shared_data / "math500.jsonl").read_text().splitlines()[0])
     assert text.startswith("Solve the following math problem efficiently and clearly.  The last")
     assert text.endswith("Think step by step before answering.\n\n" + row["problem"].strip())
     assert "$\\boxed{ANSWER}$. I hope it is correct" in text
     # open-r1's MATH-500 task reads its gold from the solution; r1exp's scorer from the answer
-    assert (problem.gold, problem.lighteval_gold) == (row["answer"], row["solution"])
+    assert (problem.answer, problem.lighteval_gold) == (row["answer"], row["solution"])
     greedy = eval_cfg(tmp_path, "eval=open-r1", "eval.greedy=true")
     assert num_samples(greedy, "aime24") == 1
 

@@ -13,10 +13,17 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from r1exp.errors import ConfigError
-from r1exp.generation import ledger, output
-from r1exp.generation.client import ClientSettings, MalformedReply, backoff_delay, parse_reply
+from r1exp.generation import output
+from r1exp.inference import samples
+from r1exp.inference.openai_client import (
+    ClientSettings,
+    MalformedReply,
+    backoff_delay,
+    parse_reply,
+)
 from r1exp.generation.filtering import Verdict, kept_keys
-from r1exp.generation.prompts import Problem, jobs_for, template_fields
+from r1exp.generation.prompts import requests_for, template_fields
+from r1exp.inference import Problem
 from r1exp.launch.controller import prepare
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -70,13 +77,15 @@ def test_template_fields():
     assert template_fields("{problem}\nUse {numbers}; braces {{}}") == ["problem", "numbers"]
 
 
-def test_jobs_skip_committed_pairs_and_split_problems_by_rank():
-    problems = [Problem(i, f"p{i}", "1", ({"role": "user", "content": f"p{i}"},)) for i in range(5)]
+def test_requests_skip_committed_pairs_and_split_problems_by_rank():
+    problems = [Problem(i, f"p{i}", ({"role": "user", "content": f"p{i}"},), "1")
+                for i in range(5)]
     done = {(0, 0), (3, 1)}
-    jobs = jobs_for(problems, 2, done)
-    assert [j.key for j in jobs] == [(0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (4, 0), (4, 1)]
-    shares = [{j.key for j in jobs_for(problems, 2, done, r, 2)} for r in (0, 1)]
-    assert shares[0] | shares[1] == {j.key for j in jobs} and not shares[0] & shares[1]
+    requests = requests_for(problems, 2, done)
+    assert [r.key for r in requests] == [(0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (4, 0),
+                                         (4, 1)]
+    shares = [{r.key for r in requests_for(problems, 2, done, rank, 2)} for rank in (0, 1)]
+    assert shares[0] | shares[1] == {r.key for r in requests} and not shares[0] & shares[1]
     assert all(k[0] % 2 == 0 for k in shares[0])
 
 
@@ -95,45 +104,45 @@ def sample(problem_id, sample_idx, correct=True, error=None, text="\\boxed{1}"):
 
 
 def test_shards_commit_by_size_and_on_exit_and_resume_numbering(tmp_path):
-    with ledger.ShardWriter(tmp_path, shard_size=2, interval_s=3600) as writer:
+    with samples.ShardWriter(tmp_path, shard_size=2, interval_s=3600) as writer:
         assert writer.add([sample(0, 0)]) == 0
         assert writer.add([sample(0, 1), sample(1, 0)]) == 3
         writer.add([sample(1, 1)])
-        assert [p.name for p in ledger.shard_paths(tmp_path)] == ["shard-00000.jsonl"]
-    assert [p.name for p in ledger.shard_paths(tmp_path)] == ["shard-00000.jsonl",
+        assert [p.name for p in samples.shard_paths(tmp_path)] == ["shard-00000.jsonl"]
+    assert [p.name for p in samples.shard_paths(tmp_path)] == ["shard-00000.jsonl",
                                                               "shard-00001.jsonl"]
     (tmp_path / "shard-00002.jsonl.tmp").write_text('{"half a line')  # a killed attempt's leftover
-    writer = ledger.ShardWriter(tmp_path, shard_size=2, interval_s=3600)
+    writer = samples.ShardWriter(tmp_path, shard_size=2, interval_s=3600)
     assert writer.next_seq == 2 and not (tmp_path / "shard-00002.jsonl.tmp").exists()
-    assert set(ledger.committed_keys(tmp_path)) == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    assert set(samples.committed_keys(tmp_path)) == {(0, 0), (0, 1), (1, 0), (1, 1)}
 
 
 def test_a_shard_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
-    writer = ledger.ShardWriter(tmp_path, shard_size=10, interval_s=3600)
+    writer = samples.ShardWriter(tmp_path, shard_size=10, interval_s=3600)
     writer.add([sample(0, 0), sample(0, 1)])
 
     def killed(*args):
         raise KeyboardInterrupt  # the process dies between writing the .tmp and the rename
 
-    monkeypatch.setattr(ledger.os, "replace", killed)
+    monkeypatch.setattr(samples.os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
         writer.commit()
-    assert ledger.shard_paths(tmp_path) == [] and ledger.committed_keys(tmp_path) == {}
+    assert samples.shard_paths(tmp_path) == [] and samples.committed_keys(tmp_path) == set()
 
 
 def test_time_based_commit(tmp_path):
-    writer = ledger.ShardWriter(tmp_path, shard_size=1000, interval_s=0)
+    writer = samples.ShardWriter(tmp_path, shard_size=1000, interval_s=0)
     assert writer.add([sample(0, 0)]) == 1
 
 
 def test_ranks_write_their_own_shards(tmp_path):
     for rank in (0, 1):
-        with ledger.ShardWriter(tmp_path, shard_size=1, interval_s=3600, rank=rank,
+        with samples.ShardWriter(tmp_path, shard_size=1, interval_s=3600, rank=rank,
                                 world_size=2) as w:
             w.add([sample(rank, 0)])
-    assert [p.name for p in ledger.shard_paths(tmp_path)] == ["shard-r0-00000.jsonl",
+    assert [p.name for p in samples.shard_paths(tmp_path)] == ["shard-r0-00000.jsonl",
                                                               "shard-r1-00000.jsonl"]
-    assert ledger.ShardWriter(tmp_path, shard_size=1, interval_s=1, rank=1,
+    assert samples.ShardWriter(tmp_path, shard_size=1, interval_s=1, rank=1,
                               world_size=2).next_seq == 1
 
 
@@ -200,7 +209,7 @@ def test_faults_are_evenly_spaced():
 
 def write_ledger(out: Path, rows):
     output.begin(out, settings={"a": 1}, fingerprint="f", config={}, provenance={})
-    with ledger.ShardWriter(out / ledger.SAMPLES_DIR, shard_size=2, interval_s=3600) as w:
+    with samples.ShardWriter(out / samples.SAMPLES_DIR, shard_size=2, interval_s=3600) as w:
         w.add(rows)
 
 

@@ -23,8 +23,9 @@ from conftest import SERVED_MODEL
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from r1exp.generation import ledger
-from r1exp.generation.client import ChatRequest, ClientSettings, stream_chat
+from r1exp.inference import samples
+from r1exp.inference import Request, Sampling
+from r1exp.inference.openai_client import ClientSettings, chat_body, stream_chat
 from r1exp.launch.controller import prepare
 from r1exp.launch.processes import free_port, stop, wait_until_serving
 from r1exp.stages import run_stage
@@ -74,14 +75,16 @@ def fresh(server):
     hooks(server, "reset", {})
 
 
-def requests(n: int, max_tokens: int = 2) -> list[ChatRequest]:
-    return [ChatRequest((i, 0), ({"role": "user", "content": f"What is {i} + 1?"},), max_tokens,
-                        0.7, 0.95) for i in range(n)]
+def requests(n: int) -> list[Request]:
+    return [Request((i, 0), ({"role": "user", "content": f"What is {i} + 1?"},)) for i in range(n)]
 
 
 def collect(reqs, settings) -> list:
+    body = chat_body(Sampling(greedy=False, temperature=0.7, top_p=0.95, max_new_tokens=2, seed=0),
+                     settings.model)
+
     async def go():
-        return [r async for r in stream_chat(reqs, settings)]
+        return [r async for r in stream_chat(reqs, body, settings)]
 
     return asyncio.run(go())
 
@@ -150,7 +153,7 @@ def openai_overrides(server: str, **extra) -> list[str]:
 
 
 def ledger_rows(out: Path) -> list[dict]:
-    return list(ledger.iter_rows(out / ledger.SAMPLES_DIR))
+    return list(samples.iter_rows(out / samples.SAMPLES_DIR))
 
 
 def keys(rows) -> list[tuple[int, int]]:
@@ -188,7 +191,7 @@ def test_kill_and_resume_gives_the_uninterrupted_row_set(fresh, tmp_path):
     first = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
-    while not ledger.shard_paths(out / ledger.SAMPLES_DIR):
+    while not samples.shard_paths(out / samples.SAMPLES_DIR):
         assert first.poll() is None, first.communicate()[0][-3000:]
         assert time.monotonic() < deadline, "no shard committed within 300 s"
         time.sleep(0.05)

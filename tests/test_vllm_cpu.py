@@ -148,6 +148,6 @@ class PeakRequests:
 
 
 def generated_rows(tmp_path: Path) -> list[dict]:
-    from r1exp.generation import ledger
+    from r1exp.inference import samples
 
-    return list(ledger.iter_rows(tmp_path / "run" / "generated" / ledger.SAMPLES_DIR))
+    return list(samples.iter_rows(tmp_path / "run" / "generated" / samples.SAMPLES_DIR))

@@ -137,7 +137,7 @@ RANGES: dict[str, str] = {
     "eval.vllm.gpu_memory_utilization": FRACTION,
     "eval.vllm.max_model_len": POSITIVE_INT,
     "generate.num_generations": POSITIVE_INT,
-    "generate.temperature": "[0, inf)",  # 0: greedy (r1exp.generation.engines)
+    "generate.temperature": "[0, inf)",  # 0: greedy (r1exp.inference.Sampling)
     "generate.top_p": FRACTION,
     "generate.max_new_tokens": POSITIVE_INT,
     "generate.limit": POSITIVE_INT,

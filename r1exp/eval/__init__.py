@@ -15,14 +15,14 @@ def evaluate_model(cfg, model_dir=None, benchmarks=None, out_dir=None) -> dict[s
 
 def check(cfg, benchmarks, key: str) -> None:
     """Cheap config checks for evaluating `benchmarks` (named at config key `key`)."""
-    from r1exp.eval.backends import PEERS, peer
     from r1exp.eval.benchmarks import check_benchmarks
+    from r1exp.eval.evaluators import EVALUATORS, evaluator
     from r1exp.eval.runner import check_eval_settings
 
     check_benchmarks(cfg, benchmarks, key)
     check_eval_settings(cfg)
-    if cfg.eval.backend in PEERS:
-        peer(cfg.eval.backend).check(cfg, benchmarks)
+    if cfg.eval.backend in EVALUATORS:
+        evaluator(cfg.eval.backend).check(cfg, benchmarks)
 
 
 __all__ = ["check", "evaluate_model"]

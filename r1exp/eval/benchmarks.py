@@ -1,4 +1,4 @@
-"""Benchmarks: the `benchmark.<name>` specs of the config turned into problems with prompts.
+"""Benchmarks: the `benchmark.<name>` specs of the config turned into Problems with prompts.
 
 A spec is a dataset config (conf/benchmark/<name>.yaml pulls conf/dataset/<name>.yaml) plus
 `split`, `task` (math | choice), `choice_columns` and `id_column`; `eval.benchmarks` and
@@ -10,23 +10,13 @@ from __future__ import annotations
 
 import random
 import string
-from dataclasses import dataclass
 from pathlib import Path
 
 from r1exp.errors import ConfigError
+from r1exp.inference import Problem, load_problems
 
 TASKS = ("math", "choice")
 CHOICE_LETTERS = string.ascii_uppercase
-
-
-@dataclass(frozen=True)
-class Problem:
-    benchmark: str
-    id: str
-    messages: tuple[dict[str, str], ...]  # the chat prompt (system message first, if any)
-    gold: str  # a math answer, or the correct letter for a choice task
-    # the gold as lighteval's (open-r1's) task reads it: benchmark.<name>.lighteval.gold_column
-    lighteval_gold: str
 
 
 def num_samples(cfg, name: str) -> int:
@@ -59,21 +49,15 @@ def check_benchmarks(cfg, names, key: str) -> None:
                               f"(benchmark.{name}.source=local reads a local file)")
 
 
-def load_problems(cfg, name: str) -> list[Problem]:
+def benchmark_problems(cfg, name: str) -> list[Problem]:
     """The first `eval.limit` problems of benchmark `name`, with their prompts and golds."""
-    from r1exp.data.loading import load_split, require_columns
-
     spec = cfg.benchmark[name]
-    rows = load_split(spec, spec.split, seed=cfg.seed)
     needed = [spec.prompt_column, *(spec.choice_columns or [spec.answer_column])]
     if spec.task == "math" and spec.lighteval.gold_column:
         needed.append(spec.lighteval.gold_column)
-    require_columns(rows, needed, f"benchmark.{name}")
-    limit = cfg.eval.limit
-    if limit is not None:
-        rows = rows.select(range(min(limit, len(rows))))
-    ids = _problem_ids(rows, spec)
-    return [_problem(cfg, name, spec, problem_id, row) for problem_id, row in zip(ids, rows)]
+    return load_problems(spec, spec.split, seed=cfg.seed, limit=cfg.eval.limit, columns=needed,
+                         name=f"benchmark.{name}", ids=lambda rows: _problem_ids(rows, spec),
+                         make=lambda problem_id, row: _problem(cfg, name, spec, problem_id, row))
 
 
 def _problem_ids(rows, spec) -> list[str]:
@@ -98,7 +82,7 @@ def _problem(cfg, name: str, spec, problem_id: str, row: dict) -> Problem:
     if cfg.eval.system_prompt:
         messages.append({"role": "system", "content": cfg.eval.system_prompt})
     messages.append({"role": "user", "content": text})
-    return Problem(name, problem_id, tuple(messages), gold, lighteval_gold)
+    return Problem(problem_id, question, tuple(messages), gold, lighteval_gold)
 
 
 def math_prompt(question: str, prompt: str) -> str:

@@ -1,23 +1,29 @@
-"""What an evaluation writes: an append-only per-sample JSONL, a results JSON, a printed table.
+"""What an evaluation writes: per-sample records, a results JSON, a printed table.
 
-The JSONL is the resume point: each finished sample is one line, flushed and fsynced with its
-batch, so an interrupted evaluation restarted on the same run dir generates only what is
-missing. A line carries the fingerprint of the settings that produced it (model, prompt,
-sampling); lines of other settings are ignored, never mixed in.
+Samples are committed batch by batch to the sample store (`<benchmark>/samples/shard-*.jsonl`,
+r1exp.inference.samples), the resume point: an interrupted evaluation restarted on the same
+run dir generates only what is missing. A record carries the fingerprint of the settings that
+produced it (model, prompt, sampling); records of other settings are ignored, never mixed in.
+Once a benchmark is complete, `<benchmark>/samples.jsonl` holds exactly the samples behind
+its results, one JSON line each.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from r1exp.inference import samples
 from r1exp.rundir import EVAL_RESULTS, write_json_atomically
 
 log = logging.getLogger(__name__)
-SAMPLES_GLOB = "samples*.jsonl"
+SAMPLES_FILE = "samples.jsonl"
+# Run dirs of earlier versions appended samples to samples.jsonl / samples.rank<r>.jsonl
+# directly; their lines still count when such a run resumes.
+APPENDED_GLOB = "samples*.jsonl"
+KEY = ("problem_id", "sample")
 # Columns of the printed table: (header, key in a benchmark's results, format).
 TABLE_COLUMNS = (
     ("benchmark", None, "{}"),
@@ -32,61 +38,40 @@ TABLE_COLUMNS = (
 )
 
 
-def samples_path(out_dir: Path, rank: int, world_size: int) -> Path:
-    return out_dir / ("samples.jsonl" if world_size == 1 else f"samples.rank{rank}.jsonl")
+def store_dir(bench_dir: Path) -> Path:
+    return bench_dir / samples.SAMPLES_DIR
 
 
-def read_samples(out_dir: Path, config_hash: str) -> list[dict]:
-    """Every complete sample line of this fingerprint, from all ranks' files.
-
-    A line cut short by a kill is skipped (it is the one sample that is regenerated).
-    """
-    records, other = [], 0
-    for path in sorted(out_dir.glob(SAMPLES_GLOB)):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("config") == config_hash:
-                records.append(record)
-            else:
-                other += 1
+def read_samples(bench_dir: Path, config_hash: str) -> list[dict]:
+    """Every sample of this fingerprint, once per key: the store's, then those of the
+    samples*.jsonl files beside it (a line cut short by a kill is skipped)."""
+    records, other, seen = [], 0, set()
+    for record in _all_records(bench_dir):
+        if record.get("config") != config_hash:
+            other += 1
+        elif (key := samples.row_key(record, KEY)) not in seen:
+            seen.add(key)
+            records.append(record)
     if other:
-        log.warning("ignoring %d samples in %s made with other settings", other, out_dir)
+        log.warning("ignoring %d samples in %s made with other settings", other, bench_dir)
     return records
 
 
-class SampleLog:
-    """Append-only JSONL of finished samples; `write` flushes and fsyncs each batch."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cut_short = path.is_file() and path.stat().st_size and _last_byte(path) != b"\n"
-        self._file = open(path, "a", encoding="utf-8")
-        if cut_short:  # a kill left half a line: end it, or the next record joins it
-            self._file.write("\n")
-
-    def write(self, records: Iterable[dict]) -> None:
-        for record in records:
-            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> SampleLog:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+def _all_records(bench_dir: Path) -> Iterable[dict]:
+    yield from samples.iter_rows(store_dir(bench_dir))
+    for path in sorted(bench_dir.glob(APPENDED_GLOB)):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
 
 
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1)
+def write_samples(bench_dir: Path, records: Iterable[dict]) -> None:
+    """`<benchmark>/samples.jsonl`: the samples behind the results, whole or not at all."""
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    samples.write_atomically(bench_dir / SAMPLES_FILE, "".join(
+        json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def write_results(out_dir: Path, results: dict) -> Path:

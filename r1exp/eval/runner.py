@@ -1,14 +1,13 @@
-"""Evaluate one model on benchmarks: prompts -> backend -> r1exp's scorer -> outputs + MLflow.
+"""Evaluate one model on benchmarks: prompts -> engine -> r1exp's scorer -> outputs + MLflow.
 
 Used by the eval stage and, through `evaluate_model`, by the training stages for
 `train.benchmarks`. Several worker processes (the hardware profile's data parallel) each take
-every world_size-th problem, write their own samples file, and rank 0 aggregates once all
-ranks have left their marker file.
+every world_size-th problem and commit their samples to the sample store; rank 0 aggregates
+once every sample is in (r1exp.inference.samples.wait_for).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -20,14 +19,13 @@ from omegaconf import OmegaConf
 
 from r1exp.errors import ConfigError
 from r1exp.eval import outputs
-from r1exp.eval.backends import GENERATORS, PEERS, load, peer
-from r1exp.eval.backends.base import Request, Sampling
-from r1exp.eval.benchmarks import Problem, check_benchmarks, load_problems, num_samples
+from r1exp.eval.benchmarks import benchmark_problems, check_benchmarks, num_samples
+from r1exp.eval.evaluators import EVALUATORS, evaluator
 from r1exp.eval.passk import k_values, summarize
+from r1exp.inference import Problem, Request, Sampling, build_engine, samples
 from r1exp.rundir import EVAL_DIR, EVAL_RESULTS, RunDir, fingerprint
 
 log = logging.getLogger(__name__)
-BARRIER_POLL_S = 2.0
 
 
 def evaluate_model(cfg, model_dir: str | None = None, benchmarks=None,
@@ -47,8 +45,8 @@ def evaluate_model(cfg, model_dir: str | None = None, benchmarks=None,
         model_cfg = OmegaConf.merge(cfg.model, {"path": str(model_dir)})
     rank, world_size = _rank()
     run = _tracked_run() if rank == 0 else None
-    if cfg.eval.backend in PEERS:
-        results = _peer_results(cfg, model_cfg, names, out, run)
+    if cfg.eval.backend in EVALUATORS:
+        results = _evaluator_results(cfg, model_cfg, names, out, run)
     else:
         results = _generate_and_score(cfg, model_cfg, names, out, rank, world_size, run)
     if rank != 0:
@@ -62,64 +60,67 @@ def evaluate_model(cfg, model_dir: str | None = None, benchmarks=None,
 
 
 def _generate_and_score(cfg, model_cfg, names, out: Path, rank: int, world_size: int, run) -> dict:
-    from r1exp.models.loading import load_tokenizer, resolve_model_dir
+    from r1exp.models.loading import resolve_model_dir
     from r1exp.rewards import start_scoring_workers
 
     # Fork the scorers before the model makes this process big; they warm up while it loads.
     start_scoring_workers(wait=False)
-    tokenizer = load_tokenizer(model_cfg, cfg.paths.cache_dir)
-    sampling = Sampling.from_eval(cfg.eval, cfg.seed + rank)
-    generator = load(GENERATORS[cfg.eval.backend]).from_config(cfg, model_cfg, tokenizer, sampling)
+    sampling = Sampling.of(cfg.eval, cfg.seed)
+    engine = build_engine(cfg.eval.backend, cfg, model_cfg, sampling, key="eval.backend",
+                          chat_template=bool(cfg.eval.use_chat_template))
+    engine.open()
     model_source = resolve_model_dir(model_cfg, cfg.paths.cache_dir)
     results = {
         "model": model_source, "backend": cfg.eval.backend, "num_samples": cfg.eval.num_samples,
-        "sampling": {**asdict(Sampling.from_eval(cfg.eval, cfg.seed))}, "benchmarks": {},
+        "sampling": asdict(sampling), "benchmarks": {},
     }
     try:
         for name in names:
             bench_dir = out / name
-            problems = load_problems(cfg, name)
+            problems = benchmark_problems(cfg, name)
             config_hash = fingerprint(_settings(cfg, model_source, name))
+            earlier = set(samples.shard_paths(outputs.store_dir(bench_dir)))
             started = time.perf_counter()
-            stats = _generate_share(cfg, generator, tokenizer, problems[rank::world_size],
-                                    num_samples(cfg, name), bench_dir, config_hash, rank,
-                                    world_size)
-            stats["seconds"] = time.perf_counter() - started
+            _generate_share(cfg, engine, problems[rank::world_size], num_samples(cfg, name),
+                            bench_dir, config_hash, rank, world_size)
             if rank != 0:
-                _leave_marker(bench_dir, rank, stats)
                 continue
-            stats = _wait_for_ranks(bench_dir, world_size, stats)
+            if world_size > 1:
+                _wait_for_ranks(cfg, name, problems, bench_dir, config_hash)
+            stats = _new_work(bench_dir, earlier, config_hash, time.perf_counter() - started)
             records = outputs.read_samples(bench_dir, config_hash)
             results["benchmarks"][name] = _summary(cfg, name, problems, records, stats)
+            outputs.write_samples(bench_dir, _chosen(cfg, name, problems, records))
             if run is not None:
                 only_this = {"benchmarks": {name: results["benchmarks"][name]}}
                 run.log_metrics(outputs.mlflow_metrics(only_this))
     finally:
-        generator.close()
+        engine.close()
     return results
 
 
-def _peer_results(cfg, model_cfg, names, out: Path, run) -> dict:
-    """A peer tool generates and scores; its per-sample records are written and summarized as
-    r1exp's own are, so results.json, the table and the MLflow metrics read the same."""
-    problems = {name: load_problems(cfg, name) for name in names}
+def _evaluator_results(cfg, model_cfg, names, out: Path, run) -> dict:
+    """Another evaluator generates and scores; its per-sample records are written and
+    summarized as r1exp's own are, so results.json, the table and the MLflow metrics read the
+    same."""
+    problems = {name: benchmark_problems(cfg, name) for name in names}
     try:
-        report = peer(cfg.eval.backend).evaluate(cfg, model_cfg, problems, out)
+        report = evaluator(cfg.eval.backend).evaluate(cfg, model_cfg, problems, out)
     except BaseException:
-        if run is not None:  # the peer's log goes with the run that is about to be FAILED
+        if run is not None:  # the evaluator's log goes with the run that is about to be FAILED
             run.log_artifacts(out, EVAL_DIR)
         raise
     results = {
         "model": report.model, "backend": cfg.eval.backend, "num_samples": cfg.eval.num_samples,
-        "sampling": {**asdict(Sampling.from_eval(cfg.eval, cfg.seed))}, "benchmarks": {},
+        "sampling": asdict(Sampling.of(cfg.eval, cfg.seed)), "benchmarks": {},
         "peer": report.about,
     }
     for name in names:
         records = report.records[name]
         settings = {**_settings(cfg, report.model, name), "backend": cfg.eval.backend}
         config_hash = fingerprint(settings)
-        with outputs.SampleLog(outputs.samples_path(out / name, 0, 1)) as sample_log:
-            sample_log.write({**record, "config": config_hash} for record in records)
+        outputs.write_samples(out / name, ({**record, "config": config_hash}
+                                           for record in records))
         stats = {"seconds": report.seconds, "new_samples": len(records),
                  "new_tokens": sum(r["new_tokens"] for r in records)}
         summary = _summary(cfg, name, problems[name], records, stats)
@@ -150,83 +151,72 @@ def _weights_stamp(model_source: str) -> int | None:
     return max((p.stat().st_mtime_ns for p in weights), default=None)
 
 
-def _generate_share(cfg, generator, tokenizer, problems: list[Problem], k: int, bench_dir: Path,
-                    config_hash: str, rank: int, world_size: int) -> dict:
-    """Generate and score the missing samples (k per problem) of this rank's problems, saving
-    each batch."""
+def _generate_share(cfg, engine, problems: list[Problem], k: int, bench_dir: Path,
+                    config_hash: str, rank: int, world_size: int) -> None:
+    """Generate and score the missing samples (k per problem) of this rank's problems,
+    committing each batch."""
     from tqdm.auto import tqdm
 
     from r1exp.rewards import grade_math
 
-    done = {(r["problem_id"], r["sample"]) for r in outputs.read_samples(bench_dir, config_hash)}
+    done = {samples.row_key(r, outputs.KEY) for r in outputs.read_samples(bench_dir, config_hash)}
     by_id = {p.id: p for p in problems}
-    requests = []
-    for problem in problems:
-        missing = [s for s in range(k) if (problem.id, s) not in done]
-        if missing:
-            ids = tuple(prompt_ids(tokenizer, problem, cfg.eval.use_chat_template))
-            requests += [Request((problem.id, s), ids) for s in missing]
+    requests = [Request((problem.id, s), problem.messages) for problem in problems
+                for s in range(k) if (problem.id, s) not in done]
     skipped = len(problems) * k - len(requests)
     log.info("%s: %d problems, %d samples to generate (%d already done)",
              bench_dir.name, len(problems), len(requests), skipped)
     new_tokens, correct = 0, 0
-    # Counts samples generated and scored, so its ETA covers both; the hf backend adds a bar
-    # per batch over its decoding steps.
+    # Counts samples generated and scored, so its ETA covers both; the transformers engine adds
+    # a bar per batch over its decoding steps.
     bar = tqdm(total=len(requests), desc=f"eval {bench_dir.name}", unit="sample",
                mininterval=2.0, dynamic_ncols=True, disable=not requests)
-    with outputs.SampleLog(outputs.samples_path(bench_dir, rank, world_size)) as sample_log, bar:
-        for batch in generator.generate(requests):
-            golds = [by_id[c.request.key[0]].gold for c in batch]
+    # shard_size 1: each batch is committed, as one shard, once it is scored
+    writer = samples.ShardWriter(outputs.store_dir(bench_dir), shard_size=1, interval_s=0,
+                                 rank=rank, world_size=world_size)
+    with writer, bar:
+        for batch in engine.generate(requests):
+            failed = [r for r in batch if r.error is not None]
+            batch = [r for r in batch if r.error is None]
+            golds = [by_id[r.key[0]].answer for r in batch]
             bar.set_postfix_str(f"scoring {len(batch)}")
-            grades = grade_math([c.text for c in batch], golds, timeout_s=cfg.eval.score_timeout_s)
-            sample_log.write(_record(c, gold, grade, config_hash)
-                             for c, gold, grade in zip(batch, golds, grades))
-            new_tokens += sum(c.new_tokens for c in batch)
+            grades = grade_math([r.text for r in batch], golds, timeout_s=cfg.eval.score_timeout_s)
+            writer.add([_record(r, gold, grade, config_hash)
+                        for r, gold, grade in zip(batch, golds, grades)])
+            if failed:  # the batch's good samples are kept; a re-run retries the rest
+                raise RuntimeError(f"{bench_dir.name}: {len(failed)} requests failed for good, "
+                                   f"e.g. {failed[0].key}: {failed[0].error}")
+            new_tokens += sum(r.completion_tokens or 0 for r in batch)
             correct += sum(grade.score > 0 for grade in grades)
             bar.set_postfix_str(f"correct {correct}, {new_tokens} tokens", refresh=False)
             bar.update(len(batch))
-    return {"new_samples": len(requests), "new_tokens": new_tokens}
 
 
-def prompt_ids(tokenizer, problem: Problem, use_chat_template: bool) -> list[int]:
-    """The prompt as the model sees it: chat template with the assistant turn opened."""
-    if use_chat_template and tokenizer.chat_template:
-        text = tokenizer.apply_chat_template(list(problem.messages), tokenize=False,
-                                             add_generation_prompt=True)
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-    text = "\n\n".join(m["content"] for m in problem.messages)
-    return tokenizer(text)["input_ids"]
-
-
-def _record(completion, gold: str, grade, config_hash: str) -> dict:
-    problem_id, sample = completion.request.key
+def _record(result, gold: str, grade, config_hash: str) -> dict:
+    problem_id, sample = result.key
     return {
-        "problem_id": problem_id, "sample": sample, "completion": completion.text,
+        "problem_id": problem_id, "sample": sample, "completion": result.text,
         "extracted": grade.extracted, "gold": gold, "score": grade.score,
-        "status": grade.status, "new_tokens": completion.new_tokens,
-        "stopped": completion.stopped, "config": config_hash,
+        "status": grade.status, "new_tokens": result.completion_tokens or 0,
+        "stopped": result.stopped, "config": config_hash,
     }
 
 
 def _summary(cfg, name: str, problems: list[Problem], records: list[dict], stats: dict) -> dict:
     k = num_samples(cfg, name)
-    found = {(r["problem_id"], r["sample"]): r for r in records}
-    missing = [(p.id, s) for p in problems for s in range(k) if (p.id, s) not in found]
-    if missing:
-        raise RuntimeError(f"{len(missing)} samples missing after generation, e.g. {missing[:3]}")
-    chosen = [[found[(p.id, s)] for s in range(k)] for p in problems]
-    flat = [r for rows in chosen for r in rows]
+    chosen = _chosen(cfg, name, problems, records)
+    rows = [chosen[i:i + k] for i in range(0, len(chosen), k)]
     seconds = stats["seconds"]
-    summary = summarize([[r["score"] for r in rows] for rows in chosen],
+    summary = summarize([[r["score"] for r in per_problem] for per_problem in rows],
                         k_values(k, cfg.eval.pass_k))
     statuses = defaultdict(int)
-    for r in flat:
+    for r in chosen:
         statuses[r["status"]] += 1
     return {
         "n_problems": len(problems), "k": k, **summary,
-        "tokens_generated": sum(r["new_tokens"] for r in flat),
-        "mean_new_tokens": sum(r["new_tokens"] for r in flat) / len(flat),
-        "truncated_fraction": sum(not r["stopped"] for r in flat) / len(flat),
+        "tokens_generated": sum(r["new_tokens"] for r in chosen),
+        "mean_new_tokens": sum(r["new_tokens"] for r in chosen) / len(chosen),
+        "truncated_fraction": sum(not r["stopped"] for r in chosen) / len(chosen),
         "score_errors": statuses["timeout"] + statuses["error"],
         "gold_unparsed": statuses["gold_unparsed"],
         "samples_generated": stats["new_samples"],
@@ -234,6 +224,38 @@ def _summary(cfg, name: str, problems: list[Problem], records: list[dict], stats
         "tokens_per_s": stats["new_tokens"] / seconds if seconds > 0 else 0.0,
         "problems_per_s": stats["new_samples"] / k / seconds if seconds > 0 else 0.0,
     }
+
+
+def _chosen(cfg, name: str, problems: list[Problem], records: list[dict]) -> list[dict]:
+    """The k samples of every problem, in problem order: what the results are computed from."""
+    k = num_samples(cfg, name)
+    found = {samples.row_key(r, outputs.KEY): r for r in records}
+    missing = [(p.id, s) for p in problems for s in range(k) if (p.id, s) not in found]
+    if missing:
+        raise RuntimeError(f"{len(missing)} samples missing after generation, e.g. {missing[:3]}")
+    return [found[(p.id, s)] for p in problems for s in range(k)]
+
+
+def _wait_for_ranks(cfg, name: str, problems: list[Problem], bench_dir: Path,
+                    config_hash: str) -> None:
+    """Rank 0: wait until the other ranks have committed every sample of this benchmark."""
+    k = num_samples(cfg, name)
+    expected = {(p.id, s) for p in problems for s in range(k)}
+    # Samples of run dirs from before the store count as done; the store holds the rest.
+    present = {samples.row_key(r, outputs.KEY) for r in outputs.read_samples(bench_dir,
+                                                                              config_hash)}
+    samples.wait_for(outputs.store_dir(bench_dir), expected - present, outputs.KEY,
+                     select=lambda row: row.get("config") == config_hash)
+
+
+def _new_work(bench_dir: Path, earlier: set[Path], config_hash: str, seconds: float) -> dict:
+    """What this launch generated, over all ranks: the samples of the shards that were not
+    there when rank 0 began the benchmark."""
+    store = outputs.store_dir(bench_dir)
+    shards = [path for path in samples.shard_paths(store) if path not in earlier]
+    new = [row for row in samples.iter_rows(store, shards) if row.get("config") == config_hash]
+    return {"seconds": seconds, "new_samples": len(new),
+            "new_tokens": sum(r["new_tokens"] for r in new)}
 
 
 def _rank() -> tuple[int, int]:
@@ -244,32 +266,6 @@ def _tracked_run():
     from r1exp.tracking.callback import attached_run
 
     return attached_run()
-
-
-def _marker(bench_dir: Path, rank: int) -> Path:
-    return bench_dir / f"done.rank{rank}.json"
-
-
-def _leave_marker(bench_dir: Path, rank: int, stats: dict) -> None:
-    # The launcher's pid tells this launch's markers from those of an interrupted one.
-    _marker(bench_dir, rank).write_text(json.dumps({**stats, "launch": os.getppid()}))
-
-
-def _wait_for_ranks(bench_dir: Path, world_size: int, stats: dict) -> dict:
-    """Rank 0: wait until every other rank of this launch has finished; add up their work."""
-    total = dict(stats)
-    for rank in range(1, world_size):
-        while True:
-            try:
-                theirs = json.loads(_marker(bench_dir, rank).read_text())
-            except (OSError, json.JSONDecodeError):
-                theirs = None
-            if theirs is not None and theirs.get("launch") == os.getppid():
-                break
-            time.sleep(BARRIER_POLL_S)
-        total["new_samples"] += theirs["new_samples"]
-        total["new_tokens"] += theirs["new_tokens"]
-    return total
 
 
 def check_eval_settings(cfg) -> None:

@@ -4,9 +4,9 @@
                                  sampling, git commit, timestamps); status running | complete
     <dir>/train-00000.jsonl ...  the kept samples: problem, answer, generation, messages
                                  [user, assistant], score, finish_reason, token counts, ...
-    <dir>/samples/shard-*.jsonl  every sample, errors included (r1exp.generation.ledger)
+    <dir>/samples/shard-*.jsonl  every sample, errors included (r1exp.inference.samples)
 
-The train files are derived from the ledger when every sample is in: two passes (first the
+The train files are derived from the samples when every sample is in: two passes (first the
 verdicts, then the kept rows), so memory holds keys, not generations.
 """
 
@@ -14,20 +14,19 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
 from r1exp.errors import ConfigError
-from r1exp.generation import ledger
+from r1exp.inference import samples
 from r1exp.generation.filtering import kept_keys, verdict
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 DATA_PREFIX = "train-"
 FORMAT = "r1exp.generate/1"
-# Fields of a dataset row, in order; the ledger's rows hold the same fields.
+# Fields of a dataset row, in order; the stored samples hold the same fields.
 ROW_FIELDS = ("problem_id", "sample_idx", "problem", "answer", "generation", "messages",
               "finish_reason", "prompt_tokens", "completion_tokens", "score", "correct",
               "extracted", "score_status", "error", "attempts", "model")
@@ -43,7 +42,7 @@ def read_manifest(out_dir: Path) -> dict | None:
 
 
 def write_manifest(out_dir: Path, manifest: dict) -> None:
-    ledger.write_atomically(Path(out_dir) / MANIFEST, json.dumps(manifest, indent=2, default=str))
+    samples.write_atomically(Path(out_dir) / MANIFEST, json.dumps(manifest, indent=2, default=str))
 
 
 def begin(out_dir: Path, *, settings: dict, fingerprint: str, config: dict,
@@ -52,7 +51,7 @@ def begin(out_dir: Path, *, settings: dict, fingerprint: str, config: dict,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = read_manifest(out_dir)
-    if previous is None and ledger.shard_paths(out_dir / ledger.SAMPLES_DIR):
+    if previous is None and samples.shard_paths(out_dir / samples.SAMPLES_DIR):
         raise ConfigError(f"generate.output_dir={str(out_dir)!r} holds samples but no {MANIFEST}; "
                           "point generate.output_dir at a new directory")
     if previous is not None and previous.get("fingerprint") != fingerprint:
@@ -79,29 +78,15 @@ def begin(out_dir: Path, *, settings: dict, fingerprint: str, config: dict,
     return manifest
 
 
-def wait_for_all(samples_dir: Path, expected: set[tuple[int, int]], poll_s: float = 2.0) -> None:
-    """Rank 0 with other ranks: return once every expected sample is committed.
-
-    accelerate/torchrun end the whole group when a rank fails, so this cannot wait forever
-    on a dead rank.
-    """
-    while True:
-        missing = expected - set(ledger.committed_keys(samples_dir))
-        if not missing:
-            return
-        log.info("waiting for %d samples from the other ranks", len(missing))
-        time.sleep(poll_s)
-
-
 def finalize(out_dir: Path, manifest: dict, *, keep: str, shard_size: int,
              expected: set[tuple[int, int]]) -> dict:
-    """Write the train files from the ledger, then the manifest (status complete); counts."""
+    """Write the train files from the samples, then the manifest (status complete); counts."""
     out_dir = Path(out_dir)
-    samples_dir = out_dir / ledger.SAMPLES_DIR
+    samples_dir = out_dir / samples.SAMPLES_DIR
     verdicts, seen = [], set()
     counts: Counter = Counter()
     finish: Counter = Counter()
-    for row in ledger.iter_rows(samples_dir):
+    for row in samples.iter_rows(samples_dir):
         v = verdict(row)
         if v.key in seen or v.key not in expected:
             continue  # a duplicate, or a sample beyond a lowered limit / num_generations
@@ -147,11 +132,11 @@ def _write_train_files(out_dir: Path, samples_dir: Path, keep: set[tuple[int, in
 
     def flush():
         name = f"{DATA_PREFIX}{len(names):05d}.jsonl"
-        ledger.write_atomically(out_dir / name, "".join(buffer))
+        samples.write_atomically(out_dir / name, "".join(buffer))
         names.append(name)
         buffer.clear()
 
-    for row in ledger.iter_rows(samples_dir):
+    for row in samples.iter_rows(samples_dir):
         key = (int(row["problem_id"]), int(row["sample_idx"]))
         if key in keep and key not in written:
             written.add(key)

@@ -27,13 +27,16 @@ def resumable(cfg, run_dir) -> bool:
     """Whether an unfinished run dir holds finished samples worth continuing from.
 
     For r1exp.launch.resume: an eval run has no trainer checkpoint; its progress is the
-    per-sample JSONL under `<run dir>/eval/<benchmark>/`.
+    samples under `<run dir>/eval/<benchmark>/` (the store's shards, or the samples*.jsonl an
+    earlier version appended to).
     """
-    from r1exp.eval.outputs import SAMPLES_GLOB
+    from r1exp.eval.outputs import APPENDED_GLOB
+    from r1exp.inference.samples import SAMPLES_DIR, SHARD_GLOB
     from r1exp.rundir import RunDir
 
-    return any(path.stat().st_size > 0
-               for path in RunDir(run_dir).eval_dir.glob(f"*/{SAMPLES_GLOB}"))
+    eval_dir = RunDir(run_dir).eval_dir
+    return (any(eval_dir.glob(f"*/{SAMPLES_DIR}/{SHARD_GLOB}"))
+            or any(path.stat().st_size > 0 for path in eval_dir.glob(f"*/{APPENDED_GLOB}")))
 
 
 def run(cfg) -> dict[str, float]:

@@ -6,7 +6,7 @@ committed shard by shard, then filtered (`generate.keep`) into a dataset dir tha
 Resumable and lossless: every sample is committed to `<output_dir>/samples/` with an atomic
 rename; a re-run of the same command skips the (problem_id, sample_idx) pairs already there,
 so a kill at any moment loses at most the uncommitted buffer and never duplicates a sample.
-A request that keeps failing becomes an error row (kept in the ledger, never in the dataset).
+A request that keeps failing becomes an error row (kept in samples/, never in the dataset).
 Several worker processes (a multi-GPU profile) each take every world_size-th problem; rank 0
 writes the dataset once all samples are in.
 """
@@ -60,6 +60,9 @@ def check(cfg) -> None:
     if g.temperature < 0 or not 0 < g.top_p <= 1:
         raise ConfigError(f"generate.temperature={g.temperature} must be >= 0 and "
                           f"generate.top_p={g.top_p} in (0, 1]")
+    from r1exp.inference import engine_spec
+
+    engine_spec(g.engine, "generate.engine")
     if g.engine == "openai":
         if not g.endpoint or not str(g.endpoint).startswith(("http://", "https://")):
             raise ConfigError(f"generate.engine=openai needs generate.endpoint=http://host:port/v1 "
@@ -85,7 +88,7 @@ def resumable(cfg, run_dir) -> bool:
     Only a generate.output_dir inside the run dir (the default) needs the earlier run dir to
     be adopted; a fixed one outside it is continued by any attempt that writes there.
     """
-    from r1exp.generation.ledger import SAMPLES_DIR, SHARD_GLOB
+    from r1exp.inference.samples import SAMPLES_DIR, SHARD_GLOB
 
     here, out = Path(cfg.paths.output_dir), Path(cfg.generate.output_dir)
     if not out.is_relative_to(here):
@@ -94,20 +97,21 @@ def resumable(cfg, run_dir) -> bool:
 
 
 def run(cfg) -> dict[str, float]:
-    from r1exp.generation import ledger, output
-    from r1exp.generation.engines import engine_for
-    from r1exp.generation.prompts import jobs_for, load_problems
+    from r1exp.generation import output
+    from r1exp.generation.prompts import dataset_problems, requests_for
+    from r1exp.inference import Sampling, build_engine, samples
 
     check(cfg)
     g = cfg.generate
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     out_dir = Path(g.output_dir)
-    samples_dir = out_dir / ledger.SAMPLES_DIR
-    engine = engine_for(cfg)
+    samples_dir = out_dir / samples.SAMPLES_DIR
+    engine = build_engine(g.engine, cfg, cfg.model, Sampling.of(g, cfg.seed),
+                          key="generate.engine")
     engine.check()
     lock = _claim(out_dir) if rank == 0 else None
 
-    problems = load_problems(cfg)
+    problems = dataset_problems(cfg)
     settings = _sample_settings(cfg, engine.describe())
     # Settings are plain JSON, so rundir's str() fallback never applies: earlier outputs keep
     # their fingerprint.
@@ -116,35 +120,38 @@ def run(cfg) -> dict[str, float]:
     if rank == 0:
         manifest = output.begin(out_dir, settings=settings, fingerprint=fingerprint,
                                 config=_config_record(cfg), provenance=_provenance(cfg, settings))
-    done = ledger.committed_keys(samples_dir)
-    _check_same_problems(done, problems, out_dir)
-    jobs = jobs_for(problems, g.num_generations, set(done), rank, world_size)
+    done = _committed(samples_dir, problems, out_dir)
+    requests = requests_for(problems, g.num_generations, done, rank, world_size)
     mine = sum(1 for p in problems if p.id % world_size == rank) * g.num_generations
     log.info("generate: %d problems x %d samples; %d of this worker's %d already committed in %s",
-             len(problems), g.num_generations, mine - len(jobs), mine, out_dir)
+             len(problems), g.num_generations, mine - len(requests), mine, out_dir)
 
-    if jobs and any(p.answer is not None for p in problems):
+    if requests and any(p.answer is not None for p in problems):
         from r1exp.rewards import start_scoring_workers
 
         start_scoring_workers()  # fork the scorers before a model makes this process big
-    if jobs:
+    if requests:
         engine.open()  # before the clock starts: throughput is that of a ready engine
-    progress = _Progress(total=mine, initial=mine - len(jobs), rank=rank)
+    progress = _Progress(total=mine, initial=mine - len(requests), rank=rank)
     by_id = {p.id: p for p in problems}
-    with ledger.ShardWriter(samples_dir, shard_size=g.shard_size, interval_s=g.commit_interval_s,
-                            rank=rank, world_size=world_size) as writer:
-        for batch in engine.generate(jobs):
-            rows = [_row(item, by_id[item.key[0]], settings["model"]) for item in batch]
-            _score(rows, g.score_timeout_s)
-            writer.add(rows)
-            progress.update(rows)
+    try:
+        with samples.ShardWriter(samples_dir, shard_size=g.shard_size,
+                                interval_s=g.commit_interval_s, rank=rank,
+                                world_size=world_size) as writer:
+            for batch in engine.generate(requests):
+                rows = [_row(result, by_id[result.key[0]], settings["model"]) for result in batch]
+                _score(rows, g.score_timeout_s)
+                writer.add(rows)
+                progress.update(rows)
+    finally:
+        engine.close()
     progress.close()
     if rank != 0:
         return {}
 
     expected = {(p.id, s) for p in problems for s in range(g.num_generations)}
     if world_size > 1:
-        output.wait_for_all(samples_dir, expected)
+        samples.wait_for(samples_dir, expected)
     manifest = output.finalize(out_dir, manifest, keep=g.keep, shard_size=g.shard_size,
                                expected=expected)
     if g.push_to_hub:
@@ -194,15 +201,22 @@ def _provenance(cfg, settings: dict) -> dict:
     }
 
 
-def _check_same_problems(done: dict, problems, out_dir: Path) -> None:
-    """Committed samples must belong to the same problems (a hub dataset may have changed)."""
-    by_id = {p.id: p.problem for p in problems}
-    for (problem_id, _), text in done.items():
+def _committed(samples_dir: Path, problems, out_dir: Path) -> set[tuple[int, int]]:
+    """The committed samples' keys. They must belong to the same problems (a hub dataset may
+    have changed since the first attempt)."""
+    from r1exp.inference import samples
+
+    by_id = {p.id: p.text for p in problems}
+    done = set()
+    for row in samples.iter_rows(samples_dir):
+        problem_id, text = int(row["problem_id"]), row["problem"]
         if problem_id in by_id and by_id[problem_id] != text:
             raise ConfigError(
                 f"{out_dir} holds samples of problem {problem_id} {text[:60]!r}, but the dataset "
                 f"now has {by_id[problem_id][:60]!r} there; the dataset changed since the first "
                 "attempt. Use another generate.output_dir")
+        done.add((problem_id, int(row["sample_idx"])))
+    return done
 
 
 def _claim(out_dir: Path):
@@ -220,16 +234,16 @@ def _claim(out_dir: Path):
     return handle  # the lock lives as long as this process holds the handle
 
 
-def _row(item, problem, model: str) -> dict:
+def _row(result, problem, model: str) -> dict:
     messages = list(problem.messages)
-    if item.text is not None:
-        messages.append({"role": "assistant", "content": item.text})
+    if result.text is not None:
+        messages.append({"role": "assistant", "content": result.text})
     return {
-        "problem_id": problem.id, "sample_idx": item.key[1], "problem": problem.problem,
-        "answer": problem.answer, "generation": item.text, "messages": messages,
-        "finish_reason": item.finish_reason, "prompt_tokens": item.prompt_tokens,
-        "completion_tokens": item.completion_tokens, "error": item.error,
-        "attempts": item.attempts, "model": model,
+        "problem_id": problem.id, "sample_idx": result.key[1], "problem": problem.text,
+        "answer": problem.answer, "generation": result.text, "messages": messages,
+        "finish_reason": result.finish_reason, "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens, "error": result.error,
+        "attempts": result.attempts, "model": model,
     }
 
 

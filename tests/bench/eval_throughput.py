@@ -6,7 +6,7 @@
 
 A random-weight Qwen2 model of the given shape is built from `Qwen2Config(...)` (no hub), and
 N synthetic prompts of a fixed length are generated for, sampled with the R1 protocol
-(temperature 0.6, top_p 0.95). r1exp's path is the eval stage's TransformersGenerator (length-
+(temperature 0.6, top_p 0.95). r1exp's path is r1exp.inference's TransformersEngine (length-
 sorted, token-budget batches, left padding, stop at EOS); the plain path calls
 `model.generate` on the same padded batches, after a full-size warm-up; the two alternate
 for --repeats runs and each keeps its best. Both count the tokens actually generated (up to
@@ -65,7 +65,7 @@ def synchronize(device: str) -> None:
 def run_r1exp(generator, requests, device):
     synchronize(device)
     started = time.perf_counter()
-    tokens = sum(c.new_tokens for batch in generator.generate(requests) for c in batch)
+    tokens = sum(r.completion_tokens for batch in generator.generate(requests) for r in batch)
     synchronize(device)
     return tokens, time.perf_counter() - started
 
@@ -78,7 +78,7 @@ def run_plain(generator, batches, sampling, device):
     tokens = 0
     eos = generator.stop_ids[0]
     for batch in batches:
-        input_ids, attention_mask = generator.left_padded(batch)
+        input_ids, attention_mask = generator.left_padded([ids for _, ids in batch])
         with torch.inference_mode():
             out = generator.model.generate(
                 input_ids=input_ids, attention_mask=attention_mask,
@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from r1exp.eval.backends.base import Request, Sampling
-    from r1exp.eval.backends.hf import TransformersGenerator
+    from r1exp.inference import Request, Sampling
+    from r1exp.inference.transformers_engine import TransformersEngine
 
     big = args.shape != "tiny"
     n = args.prompts or (256 if big else 16)
@@ -125,13 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(args.shape, dtype, device)
     vocab = model.config.vocab_size
     rng = random.Random(args.seed)
-    requests = [Request((str(i), 0), tuple(rng.randrange(vocab - 1) for _ in range(prompt_len)))
+    requests = [Request((str(i), 0), (), tuple(rng.randrange(vocab - 1) for _ in range(prompt_len)))
                 for i in range(n)]
     sampling = Sampling(greedy=False, temperature=0.6, top_p=0.95, max_new_tokens=new_tokens,
                         seed=args.seed)
-    generator = TransformersGenerator(model, StubTokenizer(vocab - 1), sampling,
-                                      batch_tokens=batch_tokens, max_rows=max_rows)
-    batches = generator.batches(requests)
+    generator = TransformersEngine(sampling, batch_tokens=batch_tokens, max_rows=max_rows)
+    generator.use(model, StubTokenizer(vocab - 1))
+    batches = generator.batches([(r.key, list(r.prompt_ids)) for r in requests])
     # Warm-up at full batch size (kernels, allocator, CUDA context), then alternate the order
     # of the two paths per repeat and keep each one's best: whoever runs first pays no more.
     generator.generate_batch(batches[0])
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     r1exp_tokens, r1exp_s = max(runs["r1exp"], key=lambda r: r[0] / r[1])
     plain_tokens, plain_s = max(runs["plain"], key=lambda r: r[0] / r[1])
 
-    rows = [("r1exp TransformersGenerator", r1exp_tokens, r1exp_s),
+    rows = [("r1exp TransformersEngine", r1exp_tokens, r1exp_s),
             ("plain model.generate", plain_tokens, plain_s)]
     print(f"shape={args.shape} device={device} dtype={dtype} prompts={n} prompt_len={prompt_len} "
           f"new_tokens={new_tokens} batches={len(batches)} max_rows={max_rows}")

@@ -12,7 +12,7 @@ The work: requests of uneven length, as reasoning traces are: most ask for a few
 quarter for ~10x more (`ignore_eos`, so every request generates exactly its max_tokens and
 both sides do identical work). The baseline is the plain-library way: httpx + asyncio.gather
 over fixed batches of --max-in-flight requests, each batch awaited before the next is sent.
-r1exp's way is r1exp.generation.client.stream_chat with the same --max-in-flight: a new
+r1exp's way is r1exp.inference.openai_client.stream_chat with the same --max-in-flight: a new
 request goes out the moment one finishes. Passes alternate (batched, streamed, streamed,
 batched, ...) so drifting machine load hits both sides alike. The last line is JSON.
 
@@ -36,7 +36,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from r1exp.generation.client import ChatRequest, ClientSettings, stream_chat
+from r1exp.inference import Request, Sampling
+from r1exp.inference.openai_client import ClientSettings, chat_body, stream_chat
 from r1exp.launch.processes import free_port, stop, wait_until_serving
 from r1exp.resources import CONF_DIR
 
@@ -44,26 +45,34 @@ MODEL = "smollm2-135m"
 
 
 def workload(n: int, short: tuple[int, int], long: tuple[int, int], long_fraction: float,
-             seed: int) -> list[ChatRequest]:
+             seed: int) -> list[Request]:
     rng = random.Random(seed)
     n_long = round(n * long_fraction)
     lengths = ([rng.randint(*long) for _ in range(n_long)]
                + [rng.randint(*short) for _ in range(n - n_long)])
     rng.shuffle(lengths)
-    return [ChatRequest((i, 0), ({"role": "user", "content": f"Count from {i} upwards."},), length,
-                        0.7, 0.95, extra={"ignore_eos": True}) for i, length in enumerate(lengths)]
+    # The key carries each request's length: body() asks for exactly that many tokens.
+    return [Request((i, length), ({"role": "user", "content": f"Count from {i} upwards."},))
+            for i, length in enumerate(lengths)]
 
 
-async def batched(requests: list[ChatRequest], endpoint: str, model: str, batch: int,
+def body_for(model: str):
+    """Sampled bodies of exactly the length the request's key names (vLLM's ignore_eos)."""
+    sampled = chat_body(Sampling(greedy=False, temperature=0.7, top_p=0.95, max_new_tokens=1,
+                                 seed=0), model)
+    return lambda r: {**sampled(r), "max_tokens": r.key[1], "ignore_eos": True}
+
+
+async def batched(requests: list[Request], endpoint: str, model: str, batch: int,
                   timeout_s: float) -> int:
     """The plain way: send a batch, wait for all of it, send the next."""
     import httpx
 
-    tokens = 0
+    tokens, body = 0, body_for(model)
     async with httpx.AsyncClient(base_url=endpoint.rstrip("/") + "/", timeout=timeout_s) as http:
         for start in range(0, len(requests), batch):
             chunk = requests[start:start + batch]
-            replies = await asyncio.gather(*(http.post("chat/completions", json=r.body(model))
+            replies = await asyncio.gather(*(http.post("chat/completions", json=body(r))
                                              for r in chunk))
             for reply in replies:
                 reply.raise_for_status()
@@ -71,12 +80,12 @@ async def batched(requests: list[ChatRequest], endpoint: str, model: str, batch:
     return tokens
 
 
-async def streamed(requests: list[ChatRequest], endpoint: str, model: str, batch: int,
+async def streamed(requests: list[Request], endpoint: str, model: str, batch: int,
                    timeout_s: float) -> int:
     settings = ClientSettings(endpoint=endpoint, model=model, max_in_flight=batch,
                               request_timeout_s=timeout_s, max_retries=0)
     tokens = 0
-    async for result in stream_chat(requests, settings):
+    async for result in stream_chat(requests, body_for(model), settings):
         if result.error:
             raise RuntimeError(f"request {result.key} failed: {result.error}")
         tokens += result.completion_tokens

@@ -10,7 +10,7 @@ it) rather than its CLI, for three things the CLI does not give:
 - every sample's own score and extracted answer: lighteval's pass@k keeps one number per
   problem, and r1exp lists per-sample differences between its scorer and lighteval's;
 - lighteval's output folders named after the model, not after the temporary directory r1exp
-  hands it (see r1exp/eval/backends/lighteval_model.py).
+  hands it (see r1exp/eval/evaluators/lighteval_model.py).
 Writes lighteval's own results and details (save_details) under spec.output_dir, one JSON line
 per sample to spec.samples_file and lighteval's reported metrics to spec.results_file.
 """
@@ -28,7 +28,7 @@ try:  # lighteval's pipeline pulls in torch, transformers and datasets
     import lighteval.pipeline  # noqa: F401
 except Exception as err:  # a broken environment shows here, before any model loads
     print(f"lighteval does not import: {type(err).__name__}: {err}", file=sys.stderr)
-    sys.exit(3)  # r1exp/eval/backends/lighteval.py: IMPORT_FAILED
+    sys.exit(3)  # r1exp/eval/evaluators/lighteval.py: IMPORT_FAILED
 
 import open_r1_tasks  # noqa: E402
 from lighteval.logging.evaluation_tracker import EvaluationTracker  # noqa: E402

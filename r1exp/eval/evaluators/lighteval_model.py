@@ -10,7 +10,8 @@ r1exp saves models with transformers 5, whose files transformers 4 misreads:
 The view is a directory of links to the weights and tokenizer files with those two files
 rewritten, plus a generation_config.json holding r1exp's sampling protocol instead of the
 checkpoint's: transformers merges a checkpoint's repetition_penalty or top_k (Qwen ships both)
-into every generate call, which r1exp's own backends never apply (r1exp/eval/backends/hf.py).
+into every generate call, which r1exp's own engines never apply
+(r1exp/inference/transformers_engine.py).
 It also decides `do_sample`, which lighteval's transformers backend never sets.
 
 lighteval writes its sample cache into `<cache_dir>/<model_name>`, which for an absolute model

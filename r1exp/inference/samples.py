@@ -1,11 +1,16 @@
-"""Every generated sample, committed shard by shard: the generate stage's unit of resume.
+"""The sample store: every generated sample, committed shard by shard, and the one rank barrier.
 
-A shard is written as `shard-XXXXX.jsonl.tmp`, fsynced, then renamed over its final name
-(os.replace is atomic), so a shard on disk is always whole: a process killed at any moment
-leaves committed shards plus at most a stale .tmp, which is ignored and cleaned up. The set
-of (problem_id, sample_idx) keys in committed shards is exactly what is done; a re-run
-generates the rest. With several worker processes, rank r writes `shard-rR-XXXXX.jsonl`, so
-no two processes ever write one file.
+Eval (`<eval dir>/<benchmark>/samples/`) and generate (`<output_dir>/samples/`) keep their
+samples here; it is their unit of resume. A shard is written as `shard-XXXXX.jsonl.tmp`,
+fsynced, then renamed over its final name (os.replace is atomic), so a shard on disk is always
+whole: a process killed at any moment leaves committed shards plus at most a stale .tmp, which
+is ignored and cleaned up. The keys in committed shards are exactly what is done; a re-run
+generates the rest. With several worker processes (the launcher's RANK / WORLD_SIZE), rank r
+writes `shard-rR-XXXXX.jsonl`, so no two processes ever write one file, and rank 0 waits for
+the others' samples (`wait_for`) before it summarizes.
+
+A row's key is named by the caller: ("problem_id", "sample_idx") for generate, ("problem_id",
+"sample") for eval, whose rows also carry the fingerprint of their settings.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 SAMPLES_DIR = "samples"
 SHARD_GLOB = "shard-*.jsonl"
+GENERATE_KEY = ("problem_id", "sample_idx")
+BARRIER_POLL_S = 2.0
 
 
 def shard_pattern(rank: int, world_size: int) -> re.Pattern:
@@ -36,29 +43,41 @@ def shard_paths(directory: Path) -> list[Path]:
     return sorted(directory.glob(SHARD_GLOB)) if directory.is_dir() else []
 
 
-def iter_rows(directory: Path) -> Iterator[dict]:
-    """Every committed row, shard by shard (shards are whole by construction)."""
-    for path in shard_paths(directory):
+def iter_rows(directory: Path, shards: Iterable[Path] | None = None) -> Iterator[dict]:
+    """Every committed row (of `shards`, default all), shard by shard; shards are whole by
+    construction."""
+    for path in shard_paths(directory) if shards is None else shards:
         with open(path, encoding="utf-8") as handle:
             for line in handle:
                 if line.strip():
                     yield json.loads(line)
 
 
-def committed_keys(directory: Path) -> dict[tuple[int, int], str]:
-    """(problem_id, sample_idx) -> problem text, for every committed sample."""
-    keys: dict[tuple[int, int], str] = {}
-    duplicates = 0
-    for row in iter_rows(directory):
-        key = (int(row["problem_id"]), int(row["sample_idx"]))
-        if key in keys:
-            duplicates += 1
-        else:
-            keys[key] = row["problem"]
-    if duplicates:  # only two runs writing one output dir at once could cause this
-        log.warning("%d duplicate samples in %s; the first copy of each is used",
-                    duplicates, directory)
-    return keys
+def row_key(row: dict, key: tuple[str, str]) -> tuple:
+    return tuple(row[field] for field in key)
+
+
+def committed_keys(directory: Path, key: tuple[str, str] = GENERATE_KEY,
+                   select: Callable[[dict], bool] | None = None) -> set[tuple]:
+    """The keys of every committed row (that `select` accepts)."""
+    return {row_key(row, key) for row in iter_rows(directory) if select is None or select(row)}
+
+
+def wait_for(directory: Path, expected: set[tuple], key: tuple[str, str] = GENERATE_KEY,
+             select: Callable[[dict], bool] | None = None,
+             poll_s: float = BARRIER_POLL_S) -> None:
+    """The rank barrier: rank 0 returns once every expected key is committed, by any rank.
+
+    It waits for samples, not for processes, so it needs no launch identity and works across
+    nodes; accelerate/torchrun end the whole group when a rank fails, so it cannot wait forever
+    on a dead rank.
+    """
+    while True:
+        missing = expected - committed_keys(directory, key, select)
+        if not missing:
+            return
+        log.info("waiting for %d samples from the other ranks", len(missing))
+        time.sleep(poll_s)
 
 
 def write_atomically(path: Path, text: str) -> None:

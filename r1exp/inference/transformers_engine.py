@@ -1,4 +1,4 @@
-"""Batched generation with transformers: works on CPU and GPU, no extra dependency.
+"""Engine `transformers`: batched in-process generation; works on CPU and GPU, no extra dependency.
 
 Requests are sorted by prompt length (longest first, so an out-of-memory shows up at once),
 then cut into batches whose padded size, rows x (longest prompt + max_new_tokens), fits a
@@ -13,7 +13,11 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from r1exp.eval.backends.base import Completion, Request, Sampling
+from r1exp.inference.problems import request_prompt_ids
+from r1exp.inference.process import local_rank, model_label, rank
+from r1exp.inference.protocol import Request, Result, Sampling
+from r1exp.inference.registry import register
+from r1exp.models.loading import load_model, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -78,45 +82,67 @@ def token_progress(rows: int, max_new_tokens: int) -> Iterator:
         bar.close()
 
 
-class TransformersGenerator:
-    def __init__(self, model, tokenizer, sampling: Sampling, *, batch_tokens: int, max_rows: int):
+@register("transformers")
+class TransformersEngine:
+    def __init__(self, sampling: Sampling, *, batch_tokens: int, max_rows: int,
+                 chat_template: bool = True, load=None, label: str = ""):
+        self.sampling, self.chat_template = sampling, chat_template
+        self.batch_tokens, self.max_rows = batch_tokens, max_rows
+        self.load, self.label = load, label  # load() -> (model, tokenizer)
+        self.model = self.tokenizer = None
+
+    @classmethod
+    def from_config(cls, cfg, model_cfg, sampling: Sampling, *,
+                    chat_template: bool = True) -> TransformersEngine:
+        def load():
+            tokenizer = load_tokenizer(model_cfg, cfg.paths.cache_dir)
+            model = load_model(model_cfg, cfg.hardware, cfg.paths.cache_dir, training=False)
+            if cfg.hardware.accelerator == "cuda":
+                model = model.to(f"cuda:{local_rank()}")
+            return model.eval(), tokenizer
+
+        return cls(sampling, batch_tokens=int(cfg.eval.batch_tokens),
+                   max_rows=int(cfg.hardware.per_device_eval_batch_size),
+                   chat_template=chat_template, load=load, label=model_label(model_cfg))
+
+    def check(self) -> None:
+        pass
+
+    def describe(self) -> dict:
+        return {"engine": "transformers", "model": self.label}
+
+    def open(self) -> None:
+        if self.model is None:
+            self.use(*self.load())
+
+    def use(self, model, tokenizer) -> None:
+        """Generate with `model` (already loaded, in eval mode) from now on."""
         import torch
 
-        self.model, self.tokenizer, self.sampling = model, tokenizer, sampling
-        self.batch_tokens, self.max_rows = batch_tokens, max_rows
+        self.model, self.tokenizer = model, tokenizer
         self.stop_ids = stop_token_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.stop_ids[0]
         self.device = next(model.parameters()).device
-        torch.manual_seed(sampling.seed)
+        torch.manual_seed(self.sampling.seed + rank())
 
-    @classmethod
-    def from_config(cls, cfg, model_cfg, tokenizer, sampling: Sampling) -> TransformersGenerator:
-        import os
-
-        from r1exp.models.loading import load_model
-
-        model = load_model(model_cfg, cfg.hardware, cfg.paths.cache_dir, training=False)
-        if cfg.hardware.accelerator == "cuda":
-            model = model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
-        model.eval()
-        return cls(model, tokenizer, sampling, batch_tokens=cfg.eval.batch_tokens,
-                   max_rows=cfg.hardware.per_device_eval_batch_size)
-
-    def batches(self, requests: Sequence[Request]) -> list[list[Request]]:
-        lengths = [len(r.prompt_ids) for r in requests]
+    def batches(self, prompts: Sequence[tuple]) -> list[list[tuple]]:
+        lengths = [len(ids) for _, ids in prompts]
         plan = plan_batches(lengths, self.sampling.max_new_tokens, self.batch_tokens, self.max_rows)
-        return [[requests[i] for i in batch] for batch in plan]
+        return [[prompts[i] for i in batch] for batch in plan]
 
-    def generate(self, requests: Sequence[Request]) -> Iterator[list[Completion]]:
-        """Completions batch by batch, so the caller can save each batch as it finishes."""
-        for batch in self.batches(requests):
+    def generate(self, requests: Sequence[Request]) -> Iterator[list[Result]]:
+        if not requests:
+            return
+        self.open()
+        ids = request_prompt_ids(self.tokenizer, requests, self.chat_template)
+        for batch in self.batches([(r.key, i) for r, i in zip(requests, ids)]):
             yield self.generate_batch(batch)
 
-    def generate_batch(self, batch: Sequence[Request]) -> list[Completion]:
+    def generate_batch(self, batch: Sequence[tuple]) -> list[Result]:
         import torch
 
-        input_ids, attention_mask = self.left_padded(batch)
+        input_ids, attention_mask = self.left_padded([ids for _, ids in batch])
         with torch.inference_mode(), token_progress(len(batch),
                                                     self.sampling.max_new_tokens) as progress:
             output = self.model.generate(
@@ -124,17 +150,17 @@ class TransformersGenerator:
                 generation_config=self.generation_config(), stopping_criteria=[progress],
             )
         new = output[:, input_ids.shape[1]:].tolist()
-        return [self.completion(request, tokens) for request, tokens in zip(batch, new)]
+        return [self.result(key, len(ids), tokens) for (key, ids), tokens in zip(batch, new)]
 
-    def left_padded(self, batch: Sequence[Request]):
+    def left_padded(self, prompts: Sequence[list[int]]):
         import torch
 
-        width = max(len(r.prompt_ids) for r in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, request in enumerate(batch):
-            n = len(request.prompt_ids)
-            ids[row, width - n:] = torch.tensor(request.prompt_ids, dtype=torch.long)
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            n = len(prompt)
+            ids[row, width - n:] = torch.tensor(prompt, dtype=torch.long)
             mask[row, width - n:] = 1
         return ids.to(self.device), mask.to(self.device)
 
@@ -148,11 +174,13 @@ class TransformersGenerator:
             pad_token_id=self.pad_id, **sampled,
         )
 
-    def completion(self, request: Request, tokens: list[int]) -> Completion:
+    def result(self, key: tuple, prompt_tokens: int, tokens: list[int]) -> Result:
         stops = [i for i, t in enumerate(tokens) if t in self.stop_ids]
         end = stops[0] if stops else len(tokens)
         text = self.tokenizer.decode(tokens[:end], skip_special_tokens=True)
-        return Completion(request, text, end + 1 if stops else end, bool(stops))
+        return Result(key, text, "stop" if stops else "length", prompt_tokens,
+                      end + 1 if stops else end)
 
     def close(self) -> None:
         self.model = None
+

@@ -1,7 +1,7 @@
 """`eval.backend=lighteval`: lighteval generates and scores, with open-r1's task definitions.
 
 The seeds' published numbers come from `lighteval vllm ... custom|math_500|0|0` with open-r1's
-task file. This backend runs the same definitions (r1exp/eval/lighteval_runtime/
+task file. This evaluator runs the same definitions (r1exp/eval/lighteval_runtime/
 open_r1_tasks.py: metric, gold, pass@1 over n samples) on the problems r1exp loaded: the rows
 after `eval.limit`, the user message as r1exp renders it (eval.prompt; `eval=open-r1` is
 open-r1's template), the chat template, max_new_tokens and sampling of the eval config.
@@ -11,7 +11,7 @@ where lighteval's env has vLLM and the hardware is cuda (eval.lighteval.engine).
 lighteval runs as a subprocess of its own environment (r1exp/eval/lighteval_env.py); r1exp
 never imports it. Per sample it hands back lighteval's text, score and extracted answers,
 which the runner writes as `<benchmark>/samples.jsonl` and summarizes like its own, so
-results.json, the table and MLflow's `eval/<benchmark>/pass@1` read the same whichever backend
+results.json, the table and MLflow's `eval/<benchmark>/pass@1` read the same whichever evaluator
 ran. lighteval's own files (results, per-sample details parquet) and its log stay in
 `<eval dir>/lighteval/` and go to MLflow with the rest of the eval dir.
 """
@@ -28,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from r1exp.errors import ConfigError
-from r1exp.eval.backends.base import PeerReport
+from r1exp.eval.evaluators import Report
 from r1exp.eval.benchmarks import num_samples
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,9 @@ def check(cfg, benchmarks) -> None:
             "eval.lighteval.engine=transformers")
 
 
-def evaluate(cfg, model_cfg, problems: dict, out_dir: Path) -> PeerReport:
+def evaluate(cfg, model_cfg, problems: dict, out_dir: Path) -> Report:
     """Run lighteval on `problems` ({benchmark: [Problem]}) and return its per-sample records."""
-    from r1exp.eval.backends.lighteval_model import local_model_dir, write_view
+    from r1exp.eval.evaluators.lighteval_model import local_model_dir, write_view
     from r1exp.eval.lighteval_env import LightevalEnvError, check_env, fix_command
     from r1exp.models.loading import resolve_model_dir
 
@@ -196,7 +196,7 @@ def _tail(path: Path) -> str:
 
 
 def _report(problems: dict, tasks: list[dict], work: Path, model: str, engine: str,
-             versions: dict) -> PeerReport:
+             versions: dict) -> Report:
     lines = (work / "samples.jsonl").read_text(encoding="utf-8").splitlines()
     by_benchmark = defaultdict(list)
     for line in lines:
@@ -206,7 +206,7 @@ def _report(problems: dict, tasks: list[dict], work: Path, model: str, engine: s
     records, extra = {}, {}
     for task in tasks:
         name = task["benchmark"]
-        golds = {p.id: p.gold for p in problems[name]}
+        golds = {p.id: p.answer for p in problems[name]}
         records[name] = [_record(s, golds[s["problem_id"]]) for s in by_benchmark[name]]
         metric, value = _reported_pass_at_1(reported["results"], task)
         ours = sum(r["score"] for r in records[name]) / max(len(records[name]), 1)
@@ -217,7 +217,7 @@ def _report(problems: dict, tasks: list[dict], work: Path, model: str, engine: s
     about = {"name": "lighteval", "versions": versions, "engine": engine,
              "tasks": "open-r1 (r1exp/eval/lighteval_runtime/open_r1_tasks.py)",
              "seconds": reported["seconds"]}
-    return PeerReport(model, reported["seconds"], records, extra, about)
+    return Report(model, reported["seconds"], records, extra, about)
 
 
 def _record(sample: dict, gold: str) -> dict:

@@ -5,7 +5,7 @@ slowest sample finishes (open-r1's first lesson). Here `max_in_flight` workers e
 next request as soon as their previous one is answered, so the server always has
 `max_in_flight` requests to batch and results come back in completion order.
 
-Every request ends as a ChatResult, never as an exception: 5xx, 408/429, connection errors,
+Every request ends as a Result, never as an exception: 5xx, 408/429, connection errors,
 timeouts and replies that are not the expected JSON are retried with exponential backoff and
 jitter (`max_retries` times), then reported with `error` set; other 4xx are not retried.
 An API key is read from OPENAI_API_KEY and sent as a bearer token; it is never logged.
@@ -14,13 +14,15 @@ An API key is read from OPENAI_API_KEY and sent as a bearer token; it is never l
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import queue
 import random
 import threading
-import time
-from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from r1exp.inference.protocol import Request, Result, Sampling
 
 RETRY_STATUS = {408, 409, 425, 429}  # plus every 5xx
 API_KEY_ENV = "OPENAI_API_KEY"
@@ -37,34 +39,25 @@ class ClientSettings:
     backoff_max_s: float = 60.0
 
 
-@dataclass(frozen=True)
-class ChatRequest:
-    key: tuple
-    messages: tuple[dict[str, str], ...]
-    max_tokens: int
-    temperature: float
-    top_p: float
-    seed: int | None = None
-    extra: dict = field(default_factory=dict)  # more body fields, e.g. vLLM's ignore_eos
-
-    def body(self, model: str) -> dict:
-        body = {"model": model, "messages": list(self.messages), "max_tokens": self.max_tokens,
-                "temperature": self.temperature, "top_p": self.top_p, "n": 1, **self.extra}
-        if self.seed is not None:
-            body["seed"] = self.seed
-        return body
+Body = Callable[[Request], dict]  # a request's chat completion body
 
 
-@dataclass(frozen=True)
-class ChatResult:
-    key: tuple
-    text: str | None
-    finish_reason: str | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    error: str | None = None
-    attempts: int = 1
-    latency_s: float = 0.0
+def chat_body(sampling: Sampling, model: str) -> Body:
+    """Bodies with `sampling`; each sample gets its own seed (`sample_seed`)."""
+    temperature = 0.0 if sampling.greedy else sampling.temperature
+
+    def body(request: Request) -> dict:
+        return {"model": model, "messages": list(request.messages),
+                "max_tokens": sampling.max_new_tokens, "temperature": temperature,
+                "top_p": sampling.top_p, "n": 1, "seed": sample_seed(sampling.seed, request.key)}
+
+    return body
+
+
+def sample_seed(seed: int, key: tuple) -> int:
+    """A per-sample seed that does not depend on order or on where a run was resumed."""
+    digest = hashlib.sha256(f"{seed}:{key[0]}:{key[1]}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 class MalformedReply(ValueError):
@@ -110,11 +103,10 @@ def _retry_after(headers) -> float | None:
         return None
 
 
-async def complete(http, request: ChatRequest, settings: ClientSettings) -> ChatResult:
+async def complete(http, request: Request, body: Body, settings: ClientSettings) -> Result:
     """One request with retries; always returns (an error row after the last try)."""
     import httpx
 
-    started = time.perf_counter()
     error, retry_after = "not sent", None
     attempts = 0
     for attempt in range(settings.max_retries + 1):
@@ -123,7 +115,7 @@ async def complete(http, request: ChatRequest, settings: ClientSettings) -> Chat
         attempts, retry_after = attempt + 1, None
         try:
             reply = await asyncio.wait_for(
-                http.post("chat/completions", json=request.body(settings.model)),
+                http.post("chat/completions", json=body(request)),
                 settings.request_timeout_s)
         except asyncio.TimeoutError:
             error = f"timed out after {settings.request_timeout_s:g}s"
@@ -143,10 +135,9 @@ async def complete(http, request: ChatRequest, settings: ClientSettings) -> Chat
         except (ValueError, MalformedReply) as err:  # not JSON, or not a chat completion
             error = f"malformed reply: {err}"
             continue
-        return ChatResult(request.key, text, finish, prompt_tokens, completion_tokens,
-                          attempts=attempts, latency_s=time.perf_counter() - started)
-    return ChatResult(request.key, None, None, None, None, error=error, attempts=attempts,
-                      latency_s=time.perf_counter() - started)
+        return Result(request.key, text, finish, prompt_tokens, completion_tokens,
+                      attempts=attempts)
+    return Result(request.key, None, None, None, None, error=error, attempts=attempts)
 
 
 def http_client(settings: ClientSettings):
@@ -165,8 +156,8 @@ def http_client(settings: ClientSettings):
     )
 
 
-async def stream_chat(requests: Iterable[ChatRequest], settings: ClientSettings
-                      ) -> AsyncIterator[ChatResult]:
+async def stream_chat(requests: Iterable[Request], body: Body, settings: ClientSettings
+                      ) -> AsyncIterator[Result]:
     """Results in completion order, with never more than max_in_flight requests outstanding."""
     source = iter(requests)
     results: asyncio.Queue = asyncio.Queue()
@@ -176,7 +167,7 @@ async def stream_chat(requests: Iterable[ChatRequest], settings: ClientSettings
         async def worker():
             # next() runs without an await, so no two workers ever take the same request.
             for request in source:
-                await results.put(await complete(http, request, settings))
+                await results.put(await complete(http, request, body, settings))
 
         async def supervise():
             try:
@@ -209,8 +200,8 @@ async def list_models(endpoint: str, timeout_s: float = 30.0) -> list[str]:
         return [m["id"] for m in reply.json().get("data", [])]
 
 
-def iterate_in_background(requests: list[ChatRequest], settings: ClientSettings
-                          ) -> Iterator[list[ChatResult]]:
+def iterate_in_background(requests: list[Request], body: Body, settings: ClientSettings
+                          ) -> Iterator[list[Result]]:
     """Run `stream_chat` on an event loop in a thread; yield what finished since the last
     step, as lists. The caller's work per result (scoring, writing shards) then never delays
     sending the next request."""
@@ -220,7 +211,7 @@ def iterate_in_background(requests: list[ChatRequest], settings: ClientSettings
 
     def run() -> None:
         async def pump():
-            async for result in stream_chat(requests, settings):
+            async for result in stream_chat(requests, body, settings):
                 out.put(result)
 
         loop = asyncio.new_event_loop()
@@ -240,7 +231,7 @@ def iterate_in_background(requests: list[ChatRequest], settings: ClientSettings
             batch = [out.get()]
             while not out.empty():
                 batch.append(out.get_nowait())
-            results = [r for r in batch if isinstance(r, ChatResult)]
+            results = [r for r in batch if isinstance(r, Result)]
             if results:
                 yield results
             for item in batch:
