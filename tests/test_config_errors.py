@@ -76,6 +76,20 @@ def test_misspelt_group_lists_the_groups(tmp_path):
     assert "launcher" in message
 
 
+BASES = ("dataset", "hardware", "model", "benchmark")  # conf/<group>_base.yaml
+
+
+def test_group_bases_are_no_options_to_choose(tmp_path):
+    message = refused(r1exp(*(f"{group}={group}_base" for group in BASES), cwd=tmp_path))
+    for group in BASES:
+        assert f"'{group}_base' is not an option of config group '{group}'" in message
+        assert f"options: {', '.join(options(group))}" in message
+        assert f"{group}_base" not in options(group)
+    listed = r1exp("--help", cwd=tmp_path)
+    assert listed.returncode == 0 and "hardware: " in listed.stdout, listed.stderr
+    assert "_base" not in listed.stdout
+
+
 def test_good_group_choices_still_compose(tmp_path):
     out = r1exp("--cfg", "job", "~experiment", "reward=tag_count", "hardware='cpu'",
                 "hydra/launcher=local", "seed=3", cwd=tmp_path)
