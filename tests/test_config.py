@@ -42,9 +42,10 @@ def planned(overrides: list[str]):
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_validates(group, option):
-    # A global batch every profile's world size x per-device batch divides (lcm of 8 and 28).
+    # A global batch every profile's world size x per-device batch divides (lcm of 8, 28 and
+    # 8xh100-grpo's 7 x 16 = 112).
     overrides = [f"{group}={option}"] + ([] if group == "experiment"
-                                         else ["train.global_batch_size=56"])
+                                         else ["train.global_batch_size=112"])
     if group == "dataset" and option == "jsonl":
         overrides.append("dataset.path=/data/any.jsonl")
     cfg = composed(overrides)
@@ -67,7 +68,7 @@ def test_every_reward_composes_as_multiselect():
 @pytest.mark.parametrize("stage", options("stage"))
 def test_dry_run_plans_every_hardware_and_stage(hardware, stage):
     overrides = [f"hardware={hardware}", f"stage={stage}", "~experiment",
-                 "train.global_batch_size=448", "grpo.num_generations=8"]
+                 "train.global_batch_size=896", "grpo.num_generations=8"]
     try:
         cfg, plan = planned(overrides)
     except ConfigError as err:
@@ -77,7 +78,7 @@ def test_dry_run_plans_every_hardware_and_stage(hardware, stage):
     assert f"world_size: {plan.world_size}" in rendered
     if stage in ("sft", "grpo"):
         assert plan.world_size * plan.per_device_train_batch_size \
-            * plan.gradient_accumulation_steps == 448
+            * plan.gradient_accumulation_steps == 896
 
 
 def test_same_global_batch_different_accumulation_across_hardware():
