@@ -6,6 +6,7 @@ import copy
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,38 @@ def make_run(run_dir: Path, cfg, *, status: str | None = "FAILED", checkpoint: i
         if complete:
             (ckpt / "trainer_state.json").write_text("{}")
     return run_dir
+
+
+def _fingerprint_from(conf: Path, *overrides: str) -> str:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=["paths.output_dir=/unset", *overrides])
+    return fingerprint(prepare(cfg)[0])
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{path} no longer holds {old!r}"
+    path.write_text(text.replace(old, new))
+
+
+def test_sft_fingerprint_covers_only_what_sft_computes(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    smoke = ("experiment=smoke-sft",)
+    # the default recipe (quickstart) sets grpo knobs; an sft run leaves them out
+    quickstart = ("stage=sft", "sft.completion_column=answer")
+    evaluating = (*smoke, "train.benchmarks=[aime25]")
+    runs = (smoke, quickstart, evaluating)
+    before = {run: _fingerprint_from(conf, *run) for run in runs}
+    _edit(conf / "benchmark" / "aime25.yaml", "split: train", "split: test")
+    _edit(conf / "grpo" / "default.yaml", "temperature: 1.0", "temperature: 0.7")
+    _edit(conf / "experiment" / "quickstart.yaml", "temperature: 0.8", "temperature: 0.9")
+    assert _fingerprint_from(conf, *smoke) == before[smoke]
+    assert _fingerprint_from(conf, *quickstart) == before[quickstart]
+    assert _fingerprint_from(conf, *evaluating) != before[evaluating]  # it evaluates aime25
+    _edit(conf / "sft" / "default.yaml", "eos_token: null", "eos_token: '</s>'")
+    assert _fingerprint_from(conf, *smoke) != before[smoke]
 
 
 def test_fingerprint_ignores_what_differs_between_attempts(tmp_path):
@@ -112,7 +145,8 @@ def test_runs_that_cannot_be_continued_are_ignored(tmp_path, why):
 def test_eval_and_generate_runs_resume_from_their_own_progress(tmp_path, stage, progress_file):
     extra = ["eval.benchmarks=[gsm8k]"] if stage == "eval" else []
     now = typed(tmp_path / "runs" / "d" / "now", f"stage={stage}", *extra)
-    now.generate.output_dir = f"{now.paths.output_dir}/generated"  # as resolved in that run dir
+    if stage == "generate":
+        now.generate.output_dir = f"{now.paths.output_dir}/generated"  # as resolved in that dir
     earlier = make_run(tmp_path / "runs" / "d" / "earlier", now, checkpoint=None)
     assert find_resumable_run(now) is None  # no progress yet: nothing to continue
     progress = earlier / progress_file

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from hydra.core.override_parser.types import Override, QuotedString, ValueType
 
 from r1exp.config.schema import RunConfig
+from r1exp.config.stage_nodes import KNOB_NODES, foreign_knob_overrides
 from r1exp.errors import ConfigError
 
 # Options of these are expanded by Hydra itself from the group's listing (`glob(*)`).
@@ -70,13 +71,62 @@ def check_group_overrides(overrides: list[str], config_dir: str) -> None:
     except OverrideParseException:
         return  # Hydra's own message shows where the syntax breaks
     candidates = [o for o in parsed if "." not in o.key_or_group]
-    if not candidates:
+    knobs = [o for o in parsed if _node(o) in KNOB_NODES]
+    if not candidates and not knobs:
         return
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         groups = _Groups(GlobalHydra.instance().config_loader())
         problems = [problem for o in candidates for problem in _problems(o, groups)]
+        if not problems and knobs:
+            problems = _foreign_knobs(parsed, knobs)
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def _node(override: Override) -> str:
+    return override.key_or_group.split(".", 1)[0].split("/", 1)[0]
+
+
+def _foreign_knobs(parsed: list[Override], knobs: list[Override]) -> list[str]:
+    """Overrides of knobs that the stage of a run of this command line does not read: Hydra
+    would refuse a key of a node the stage does not compose (and suggest `+key=`), or the run
+    would leave it out without a word. Each stage the command line may run is checked."""
+    lines = [o.input_line for o in knobs]
+    problems: list[str] = []
+    for stage in _stages(parsed):
+        problems += [p for p in foreign_knob_overrides(stage, lines) if p not in problems]
+    return problems
+
+
+def _stages(parsed: list[Override]) -> list[str]:
+    """The stages a run (each job of a sweep) of these overrides runs: the command line's
+    `stage=`, else the one each chosen recipe picks. [] where that takes more than composing
+    (a glob or a sweep config): Hydra and the run's own checks speak there."""
+    from hydra import compose
+
+    by_key = {o.key_or_group: o for o in parsed}
+    stage = by_key.get("stage")
+    if stage is not None and not stage.is_delete():
+        choices = _choices(stage)
+        return [c for c in choices if isinstance(c, str)] if stage.value_type not in \
+            (*_EXPANDED_SWEEPS, *_NUMERIC_SWEEPS) else []
+    experiment = by_key.get("experiment")
+    if "sweep" in by_key or (experiment is not None and experiment.value_type in
+                             (*_EXPANDED_SWEEPS, *_NUMERIC_SWEEPS)):
+        return []
+    if experiment is None:
+        recipes = [[]]  # the default recipe
+    elif experiment.is_delete():
+        recipes = [[experiment.input_line]]
+    else:
+        recipes = [[f"experiment={choice}"] for choice in _choices(experiment)]
+    stages = []
+    for recipe in recipes:
+        try:
+            stages.append(str(compose(config_name="config", overrides=recipe).stage))
+        except Exception:  # noqa: BLE001 - a recipe that does not compose: Hydra says why
+            continue
+    return list(dict.fromkeys(stages))
 
 
 class _Groups:

@@ -269,13 +269,15 @@ class RunConfig:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
     hardware: HardwareConfig = MISSING
+    logger: LoggerConfig = MISSING
+    # The knob nodes of the stages: a run holds those its stage reads (r1exp.config.stage_nodes),
+    # the others are None.
+    train: Optional[TrainConfig] = None
+    sft: Optional[SFTConfig] = None
+    grpo: Optional[GRPOConfig] = None
     # Reward parameters differ per reward: r1exp.rewards validates them against its registry.
     reward: Dict[str, Any] = field(default_factory=dict)
-    train: TrainConfig = MISSING
-    sft: SFTConfig = MISSING
-    grpo: GRPOConfig = MISSING
-    eval: EvalConfig = MISSING
-    # Every benchmark spec, by name; eval.benchmarks and train.benchmarks choose among them.
+    eval: Optional[EvalConfig] = None
+    # The benchmark specs the run evaluates (eval.benchmarks or train.benchmarks), by name.
     benchmark: Dict[str, BenchmarkConfig] = field(default_factory=dict)
-    generate: GenerateConfig = MISSING
-    logger: LoggerConfig = MISSING
+    generate: Optional[GenerateConfig] = None

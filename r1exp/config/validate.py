@@ -14,6 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 from r1exp.config.columns import check_reward_columns
 from r1exp.config.ranges import check_ranges
 from r1exp.config.schema import RunConfig
+from r1exp.config.stage_nodes import stage_config
 from r1exp.errors import ConfigError
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -38,10 +39,13 @@ TRAINING_STAGES = ("sft", "grpo")
 
 
 def validate(cfg: DictConfig) -> DictConfig:
-    """Type-check `cfg` against the schema and run the cross-field checks; return it typed."""
-    typed = _check_schema(cfg)
+    """Keep what the stage reads (r1exp.config.stage_nodes), type-check it against the schema
+    and run the cross-field checks; return it typed."""
+    typed = _check_schema(OmegaConf.create(stage_config(OmegaConf.to_container(cfg))))
     check_ranges(typed)
     for key, allowed in CHOICES.items():
+        if typed[key.split(".")[0]] is None:  # a knob node this run's stage does not read
+            continue
         _check_choice(key, OmegaConf.select(typed, key), allowed)
     for feature in typed.hardware.lacks:
         _check_choice("hardware.lacks[]", feature, HARDWARE_FEATURES)
@@ -142,6 +146,8 @@ def _check_eval_sampling(cfg: DictConfig) -> None:
     # The eval knobs serve the eval stage and train.benchmarks alike. transformers samples
     # only at a temperature > 0 ("strictly positive float"); vLLM reads 0 as greedy.
     e = cfg.eval
+    if e is None:  # the stage evaluates nothing
+        return
     if e.backend == "transformers" and e.temperature == 0 and not e.greedy:
         raise ConfigError(
             "eval.temperature=0 with eval.greedy=false: the transformers backend samples only "

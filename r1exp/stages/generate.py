@@ -26,7 +26,8 @@ from r1exp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 # What this stage reads, so what its MLflow params show (r1exp.tracking.params).
-CONFIG_SECTIONS = ("seed", "paths", "model", "dataset", "hardware", "generate")
+# eval: the in-process engines size their batches by eval.batch_tokens and eval.vllm.
+CONFIG_SECTIONS = ("seed", "paths", "model", "dataset", "hardware", "generate", "eval")
 BENCHMARKS_KEY = None
 LOCK_FILE = ".generate.lock"
 # The dataset keys that decide which problem has which id. Not max_samples (a prefix, like
