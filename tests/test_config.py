@@ -12,6 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
 from r1exp.config.plan import make_plan
+from r1exp.config.stage_nodes import KNOB_NODES, nodes_read
 from r1exp.config.validate import validate
 from r1exp.errors import ConfigError
 from r1exp.launch.controller import prepare
@@ -54,6 +55,14 @@ def test_every_option_composes_and_validates(group, option):
         prepare(cfg)
     except ConfigError as err:  # a stage of a later issue must say so, not fail obscurely
         assert any(reason in str(err) for reason in CLEAR_REFUSALS), err
+
+
+@pytest.mark.parametrize("stage", options("stage"))
+def test_a_stage_composes_the_knob_groups_its_module_reads(stage):
+    # conf/stage/<name>.yaml lists the groups, the stage module declares what it reads
+    # (r1exp.config.stage_nodes); the benchmark catalogue is the primary's, for every stage.
+    knobs = {node for node in KNOB_NODES if node in composed([f"stage={stage}", "~experiment"])}
+    assert knobs - {"benchmark"} == nodes_read(stage) - {"benchmark"}
 
 
 def test_every_reward_composes_as_multiselect():
