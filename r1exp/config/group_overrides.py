@@ -6,6 +6,10 @@ Hydra reports a typo in a group choice in several ways, some of them a traceback
 each group override against its group's options first gives one message with the options for
 single and multi-select groups (`reward=[a,b]`), nested ones (`hydra/launcher=...`), `+group=`,
 `~group=` and multirun sweeps (`-m hardware=cpu,3060`), and exits 2 like every config error.
+
+A knob of a stage the run does not run (`grpo.temperature=0.7` with stage=sft) is refused here
+too: that stage's knob groups are not composed, so Hydra would fail and suggest `+key=`, or,
+where a recipe set the node, the run would leave the knob out without a word.
 """
 
 from __future__ import annotations
