@@ -4,8 +4,8 @@ Every Hydra run gets a fresh timestamped dir, so "run the same command again" mu
 earlier attempt: each run dir holds a `fingerprint` of its resolved config (minus what is
 specific to one attempt: its dir, dry_run, train.resume, where it logs). That config holds
 only the knob nodes its stage reads and the benchmarks it names (r1exp.config.stage_nodes), so
-another stage's knob or an unnamed benchmark's spec does not keep a run from resuming. A later run with the
-same fingerprint adopts the newest earlier dir under the same runs root (the run dir's
+another stage's knob or an unnamed benchmark's spec does not keep a run from resuming. A later
+run with the same fingerprint adopts the newest earlier dir under the same runs root (the run dir's
 grandparent: `multirun_outputs/runs` for the default layout, so any day counts) that did not
 finish, holds progress and is not in use: the stage resumes there and metrics continue in the
 same MLflow run. Progress is a complete trainer checkpoint, unless the stage module defines
