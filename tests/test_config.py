@@ -76,9 +76,11 @@ def test_every_reward_composes_as_multiselect():
 @pytest.mark.parametrize("hardware", options("hardware"))
 @pytest.mark.parametrize("stage", options("stage"))
 def test_dry_run_plans_every_hardware_and_stage(hardware, stage):
-    overrides = [f"hardware={hardware}", f"stage={stage}", "~experiment",
-                 "train.global_batch_size=896"]
-    if stage == "grpo":  # another stage composes no grpo knobs
+    overrides = [f"hardware={hardware}", f"stage={stage}", "~experiment"]
+    # a stage composes only its own knobs
+    if stage in ("sft", "grpo"):
+        overrides.append("train.global_batch_size=896")
+    if stage == "grpo":
         overrides.append("grpo.num_generations=8")
     try:
         cfg, plan = planned(overrides)

@@ -107,6 +107,12 @@ def test_knob_of_another_stage_is_refused_naming_the_key_and_why(tmp_path, args,
     assert "belong to stage grpo" in message and "pick stage=grpo" in message
 
 
+def test_the_old_resume_key_names_the_new_one(tmp_path):
+    message = refused(r1exp("stage=sft", "train.resume=never", "dry_run=true", cwd=tmp_path))
+    assert "train.resume=never: train.resume is now `resume`" in message
+    assert "use resume=never" in message
+
+
 def test_good_group_choices_still_compose(tmp_path):
     out = r1exp("--cfg", "job", "~experiment", "reward=tag_count", "hardware='cpu'",
                 "hydra/launcher=local", "seed=3", cwd=tmp_path)

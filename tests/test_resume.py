@@ -93,7 +93,7 @@ def test_sft_fingerprint_covers_only_what_sft_computes(tmp_path):
 
 def test_fingerprint_ignores_what_differs_between_attempts(tmp_path):
     base = fingerprint(typed(tmp_path / "a"))
-    assert fingerprint(typed(tmp_path / "b", "dry_run=true", "train.resume=never",
+    assert fingerprint(typed(tmp_path / "b", "dry_run=true", "resume=never",
                              "logger=none")) == base
     assert fingerprint(typed(tmp_path / "a", "train.learning_rate=1e-3")) != base
     assert fingerprint(typed(tmp_path / "a", "train.max_steps=11")) != base
@@ -128,7 +128,7 @@ def test_finds_the_newest_unfinished_idle_run_of_the_same_config(tmp_path):
 @pytest.mark.parametrize("why", ["finished", "no checkpoint", "cut-short checkpoint",
                                  "other config", "resume=never"])
 def test_runs_that_cannot_be_continued_are_ignored(tmp_path, why):
-    resume = ["train.resume=never"] if why == "resume=never" else []
+    resume = ["resume=never"] if why == "resume=never" else []
     now = typed(tmp_path / "runs" / "d" / "now", *resume)
     other = typed(tmp_path / "x", "train.max_steps=99")
     make_run(tmp_path / "runs" / "d" / "earlier", other if why == "other config" else now,
@@ -214,11 +214,11 @@ def test_a_run_that_reached_max_steps_is_not_trained_again(tmp_path, status, mod
         (tmp_path / "model").mkdir()
     with pytest.raises(ConfigError, match="train.max_steps=3") as err:
         refuse_finished_training(cfg, tmp_path)
-    assert says in str(err.value) and "train.resume=never" in str(err.value)
+    assert says in str(err.value) and "resume=never" in str(err.value)
 
 
 @pytest.mark.parametrize("overrides", [("train.max_steps=4",), ("train.max_steps=3",
-                                                                  "train.resume=never")])
+                                                                  "resume=never")])
 def test_a_run_short_of_max_steps_or_started_over_is_let_through(tmp_path, overrides):
     cfg = typed(tmp_path, *overrides)
     make_run(tmp_path, cfg, checkpoint=3)

@@ -25,6 +25,9 @@ from r1exp.config.schema import RunConfig
 from r1exp.config.stage_nodes import KNOB_NODES, foreign_knob_overrides
 from r1exp.errors import ConfigError
 
+# Keys that moved, with why: the old spelling gets a config error naming the new one.
+RENAMED_KEYS = {"train.resume": ("resume", "every stage resumes, an eval and a generation too, "
+                                           "and only training stages compose `train`")}
 # Options of these are expanded by Hydra itself from the group's listing (`glob(*)`).
 _EXPANDED_SWEEPS = (ValueType.GLOB_CHOICE_SWEEP,)
 _NUMERIC_SWEEPS = (ValueType.RANGE_SWEEP, ValueType.INTERVAL_SWEEP)
@@ -81,10 +84,18 @@ def check_group_overrides(overrides: list[str], config_dir: str) -> None:
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         groups = _Groups(GlobalHydra.instance().config_loader())
         problems = [problem for o in candidates for problem in _problems(o, groups)]
+        problems += [_renamed(o) for o in knobs if o.key_or_group in RENAMED_KEYS]
         if not problems and knobs:
             problems = _foreign_knobs(parsed, knobs)
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def _renamed(override: Override) -> str:
+    new, why = RENAMED_KEYS[override.key_or_group]
+    value = override.input_line.split("=", 1)[1] if "=" in override.input_line else "..."
+    return (f"{override.input_line}: {override.key_or_group} is now `{new}` ({why}); "
+            f"use {new}={value}")
 
 
 def _node(override: Override) -> str:

@@ -70,7 +70,9 @@ def make_plan(cfg: DictConfig, resolved_yaml: str = f"<run_dir>/{RESOLVED_CONFIG
             "choose one of: ddp, zero2, zero3"
         )
     per_device = hw.per_device_train_batch_size
-    global_batch = cfg.train.global_batch_size
+    # Only the training stages compose `train`; another stage's batch is one pass of the devices.
+    global_batch = (cfg.train.global_batch_size if cfg.stage in TRAINING_STAGES
+                    else world_size * per_device)
     accumulation = 1
     memory = None
     _check_perf(cfg)
@@ -86,7 +88,7 @@ def make_plan(cfg: DictConfig, resolved_yaml: str = f"<run_dir>/{RESOLVED_CONFIG
         world_size=world_size,
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accumulation,
-        global_batch_size=global_batch if cfg.stage in TRAINING_STAGES else world_size * per_device,
+        global_batch_size=global_batch,
         generation_devices=generation_devices,
         launch_command=launch_command(cfg, world_size, resolved_yaml),
         memory=memory,

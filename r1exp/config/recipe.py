@@ -28,7 +28,7 @@ def recipe_changes(with_recipe: DictConfig, without_recipe: DictConfig
     stage reads: a recipe's knobs of another stage (the quickstart's grpo knobs on an sft
     run) are no part of the run (r1exp.config.stage_nodes)."""
     before, after = _leaves(without_recipe), _leaves(with_recipe)
-    used = nodes_read(str(after.get("stage")), controller=False)
+    used = nodes_read(str(after.get("stage")))
     return [(key, before.get(key), value) for key, value in after.items()
             if key != "experiment" and before.get(key, _MISSING) != value
             and (key.split(".")[0] not in KNOB_NODES or key.split(".")[0] in used)]

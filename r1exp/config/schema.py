@@ -131,7 +131,6 @@ class TrainConfig:
     save_steps: int = MISSING
     save_total_limit: Optional[int] = MISSING
     keep_checkpoints: bool = MISSING
-    resume: str = MISSING
     benchmarks: List[str] = MISSING
     lora: LoraConfig = MISSING
 
@@ -264,6 +263,7 @@ class PathsConfig:
 class RunConfig:
     seed: int = MISSING
     dry_run: bool = MISSING
+    resume: str = MISSING
     stage: str = MISSING
     paths: PathsConfig = MISSING
     model: ModelConfig = MISSING

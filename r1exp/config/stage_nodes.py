@@ -18,24 +18,20 @@ from r1exp.errors import ConfigError
 # Top-level nodes that belong to a stage; the rest (model, dataset, hardware, paths, ...)
 # shape every run.
 KNOB_NODES = ("train", "sft", "grpo", "reward", "eval", "benchmark", "generate")
-# Read by the controller for every stage: train.resume says whether to continue an unfinished
-# run (r1exp.launch.resume), an eval's or a generation's too.
-CONTROLLER_READS = ("train",)
 EVALUATION_NODES = ("eval", "benchmark")
 
 
-def nodes_read(stage: str, config: Any = None, controller: bool = True) -> set[str]:
+def nodes_read(stage: str, config: Any = None) -> set[str]:
     """The knob nodes `stage` reads. Without `config`, those it may read: eval's node and the
     benchmark specs count whenever the stage can evaluate; with it, only when it names a
-    benchmark. `controller=False`: without the nodes only the controller reads for it. A
-    stage r1exp does not know may read any of them."""
+    benchmark. A stage r1exp does not know may read any of them."""
     from r1exp.stages import stage_module  # light: stage modules import torch lazily
 
     try:
         module = stage_module(stage)
     except ConfigError:
         return set(KNOB_NODES)
-    read = set(module.CONFIG_SECTIONS) | (set(CONTROLLER_READS) if controller else set())
+    read = set(module.CONFIG_SECTIONS)
     if module.BENCHMARKS_KEY and (config is None or _select(config, module.BENCHMARKS_KEY)):
         read |= set(EVALUATION_NODES)
     return read & set(KNOB_NODES)

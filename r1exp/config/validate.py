@@ -26,7 +26,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "hardware.generation_backend": ("transformers", "vllm"),
     "hardware.vllm.mode": ("colocate", "server"),
     "dataset.source": ("generated", "hub", "local"),
-    "train.resume": ("auto", "never"),
+    "resume": ("auto", "never"),
     "grpo.loss_type": ("grpo", "bnpo", "dr_grpo", "dapo"),
     "grpo.scale_rewards": ("group", "batch", "none"),
     "eval.backend": ("transformers", "vllm", "lighteval"),

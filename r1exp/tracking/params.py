@@ -53,7 +53,7 @@ def used_config(config: dict[str, Any]) -> dict[str, Any]:
         kept = stage_config(config)
     except ConfigError:  # a benchmark the catalogue lacks: the params show what was asked for
         kept = config
-    evaluates = nodes_read(name, config, controller=False) & set(EVALUATION_NODES)
+    evaluates = nodes_read(name, config) & set(EVALUATION_NODES)
     sections = ("stage", *stage.CONFIG_SECTIONS, *(n for n in EVALUATION_NODES if n in evaluates))
     return {key: kept[key] for key in dict.fromkeys(sections) if key in kept}
 
