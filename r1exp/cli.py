@@ -7,8 +7,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from r1exp.config.group_overrides import exits_on_bad_group_choice
-from r1exp.config.recipe import recipe_in_force
+from r1exp.command_line.group_overrides import exits_on_bad_group_choice
+from r1exp.command_line.recipe import recipe_in_force
 from r1exp.errors import ConfigError, config_error_exit
 from r1exp.launch.controller import WorkerFailed, control
 from r1exp.launch.sweep_job import run_sweep_job

@@ -11,7 +11,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
-from r1exp.stages import make_plan, validate
+from r1exp.config.stage_nodes import KNOB_NODES, nodes_read
+from r1exp.stages import STAGES, make_plan, validate
 from r1exp.errors import ConfigError
 from r1exp.launch.controller import prepare
 
@@ -41,9 +42,10 @@ def planned(overrides: list[str]):
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_validates(group, option):
-    # A global batch every profile's world size x per-device batch divides (lcm of 8 and 28).
+    # A global batch every profile's world size x per-device batch divides (lcm of 8, 28 and
+    # 8xh100-grpo's 7 x 16 = 112).
     overrides = [f"{group}={option}"] + ([] if group == "experiment"
-                                         else ["train.global_batch_size=56"])
+                                         else ["train.global_batch_size=112"])
     if group == "dataset" and option == "jsonl":
         overrides.append("dataset.path=/data/any.jsonl")
     cfg = composed(overrides)
@@ -52,6 +54,14 @@ def test_every_option_composes_and_validates(group, option):
         prepare(cfg)
     except ConfigError as err:  # a stage of a later issue must say so, not fail obscurely
         assert any(reason in str(err) for reason in CLEAR_REFUSALS), err
+
+
+@pytest.mark.parametrize("stage", options("stage"))
+def test_a_stage_composes_the_knob_groups_its_module_reads(stage):
+    # conf/stage/<name>.yaml lists the groups, the stage module declares what it reads
+    # (r1exp.config.stage_nodes); the benchmark catalogue is the primary's, for every stage.
+    knobs = {node for node in KNOB_NODES if node in composed([f"stage={stage}", "~experiment"])}
+    assert knobs - {"benchmark"} == nodes_read(STAGES[stage]) - {"benchmark"}
 
 
 def test_every_reward_composes_as_multiselect():
@@ -65,8 +75,12 @@ def test_every_reward_composes_as_multiselect():
 @pytest.mark.parametrize("hardware", options("hardware"))
 @pytest.mark.parametrize("stage", options("stage"))
 def test_dry_run_plans_every_hardware_and_stage(hardware, stage):
-    overrides = [f"hardware={hardware}", f"stage={stage}", "~experiment",
-                 "train.global_batch_size=448", "grpo.num_generations=8"]
+    overrides = [f"hardware={hardware}", f"stage={stage}", "~experiment"]
+    # a stage composes only its own knobs
+    if stage in ("sft", "grpo"):
+        overrides.append("train.global_batch_size=896")
+    if stage == "grpo":
+        overrides.append("grpo.num_generations=8")
     try:
         cfg, plan = planned(overrides)
     except ConfigError as err:
@@ -76,7 +90,7 @@ def test_dry_run_plans_every_hardware_and_stage(hardware, stage):
     assert f"world_size: {plan.world_size}" in rendered
     if stage in ("sft", "grpo"):
         assert plan.world_size * plan.per_device_train_batch_size \
-            * plan.gradient_accumulation_steps == 448
+            * plan.gradient_accumulation_steps == 896
 
 
 def test_same_global_batch_different_accumulation_across_hardware():

@@ -76,6 +76,43 @@ def test_misspelt_group_lists_the_groups(tmp_path):
     assert "launcher" in message
 
 
+BASES = ("dataset", "hardware", "model", "benchmark")  # conf/<group>_base.yaml
+
+
+def test_group_bases_are_no_options_to_choose(tmp_path):
+    message = refused(r1exp(*(f"{group}={group}_base" for group in BASES), cwd=tmp_path))
+    for group in BASES:
+        assert f"'{group}_base' is not an option of config group '{group}'" in message
+        assert f"options: {', '.join(options(group))}" in message
+        assert f"{group}_base" not in options(group)
+    listed = r1exp("--help", cwd=tmp_path)
+    assert listed.returncode == 0 and "hardware: " in listed.stdout, listed.stderr
+    assert "_base" not in listed.stdout
+
+
+@pytest.mark.parametrize("args,stage,override", [
+    # the default recipe (quickstart) sets grpo knobs, so this one composes: the run would
+    # leave it out without a word
+    (["stage=sft"], "sft", "grpo.temperature=0.7"),
+    # smoke-sft composes no grpo node: Hydra would fail and suggest +grpo.beta=0.1
+    (["experiment=smoke-sft"], "sft", "grpo.beta=0.1"),
+    (["stage=eval"], "eval", "reward=[accuracy]"),
+    (["-m", "stage=sft,grpo"], "sft", "grpo.temperature=0.7,0.9"),
+])
+def test_knob_of_another_stage_is_refused_naming_the_key_and_why(tmp_path, args, stage,
+                                                                 override):
+    message = refused(r1exp(*args, override, "dry_run=true", cwd=tmp_path))
+    node = override.split("=")[0].split(".")[0]
+    assert f"{override}: stage={stage} does not read the `{node}` knobs" in message
+    assert "belong to stage grpo" in message and "pick stage=grpo" in message
+
+
+def test_the_old_resume_key_names_the_new_one(tmp_path):
+    message = refused(r1exp("stage=sft", "train.resume=never", "dry_run=true", cwd=tmp_path))
+    assert "train.resume=never: train.resume is now `resume`" in message
+    assert "use resume=never" in message
+
+
 def test_good_group_choices_still_compose(tmp_path):
     out = r1exp("--cfg", "job", "~experiment", "reward=tag_count", "hardware='cpu'",
                 "hydra/launcher=local", "seed=3", cwd=tmp_path)
@@ -95,7 +132,9 @@ def test_good_group_choices_still_compose(tmp_path):
     ("eval.pass_k=[1,0]", "eval.pass_k[1]=0 must be >= 1"),
 ])
 def test_value_out_of_range_names_the_key_value_and_range(tmp_path, override, message):
-    assert message in refused(r1exp("dry_run=true", override, cwd=tmp_path))
+    # the default run (grpo) evaluates no benchmark, so it holds no eval knobs to check
+    stage = ["stage=eval"] if override.startswith("eval.") else []
+    assert message in refused(r1exp("dry_run=true", *stage, override, cwd=tmp_path))
 
 
 def numeric_knobs(schema: type, prefix: str = "") -> set[str]:
@@ -168,6 +207,11 @@ def test_reward_columns_follow_rename_and_mixture_columns():
 
 def test_eval_temperature_zero_needs_greedy_on_transformers():
     with pytest.raises(ConfigError, match="eval.temperature=0 with eval.greedy=false"):
-        validate(composed(["eval.temperature=0"]))
-    validate(composed(["eval.temperature=0", "eval.greedy=true"]))
-    validate(composed(["eval.temperature=0", "eval.backend=vllm", "hardware=1xh100"]))
+        validate(composed(["stage=eval", "eval.temperature=0"]))
+    validate(composed(["stage=eval", "eval.temperature=0", "eval.greedy=true"]))
+    validate(composed(["stage=eval", "eval.temperature=0", "eval.backend=vllm",
+                       "hardware=1xh100"]))
+    # a training run checks them where it evaluates: train.benchmarks
+    with pytest.raises(ConfigError, match="eval.temperature=0 with eval.greedy=false"):
+        validate(composed(["eval.temperature=0", "train.benchmarks=[arithmetic]"]))
+    validate(composed(["eval.temperature=0"]))  # evaluates nothing: no eval knobs to check

@@ -11,6 +11,7 @@ from r1exp.data.formatting import (
     CHATML_TEMPLATE, RowLayout, Trace, conversation, detect_layout, end_of_turn_token,
     ensure_chat_template, normalise_trace, parse_trace, to_sft_examples,
 )
+from group_options import option_config
 from r1exp.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -29,7 +30,7 @@ def sft_cfg(**overrides):
 
 
 def dataset_cfg(option: str, **overrides):
-    cfg = OmegaConf.load(CONF / "dataset" / f"{option}.yaml")
+    cfg = option_config("dataset", option)
     for key, value in overrides.items():
         cfg[key] = value
     return cfg

@@ -12,15 +12,15 @@ from r1exp.data.loading import (
     load_local, load_mixture, load_split, load_train_eval, require_columns,
     validate_dataset_config,
 )
+from group_options import option_config
 from r1exp.errors import ConfigError
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
 ROWS = [{"problem": f"What is {i} + 1?", "answer": str(i + 1), "solution": f"{i} + 1 = {i + 1}"}
         for i in range(20)]
 
 
 def dataset_cfg(option: str = "jsonl", **overrides):
-    cfg = OmegaConf.load(CONF / f"{option}.yaml")
+    cfg = option_config("dataset", option)
     for key, value in overrides.items():
         OmegaConf.update(cfg, key, value, force_add=False)
     return cfg
@@ -214,7 +214,7 @@ def test_offline_copies_per_split_never_train_on_the_test_file(monkeypatch, tmp_
 def test_a_missing_offline_copy_says_which_setting_points_at_it(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = OmegaConf.merge({"paths": {"data_dir": str(tmp_path / "empty")}},
-                          {"dataset": OmegaConf.load(CONF / "math500.yaml")}).dataset
+                          {"dataset": option_config("dataset", "math500")}).dataset
     with pytest.raises(ConfigError) as raised:
         load_split(cfg, "test", seed=0)
     message = str(raised.value)
@@ -226,7 +226,7 @@ def test_a_missing_offline_copy_says_which_setting_points_at_it(monkeypatch, tmp
 def test_gsm8k_offline_train_split_is_the_train_slice(monkeypatch, shared_data):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = OmegaConf.merge({"paths": {"data_dir": str(shared_data)}},
-                          {"dataset": OmegaConf.load(CONF / "gsm8k.yaml")}).dataset
+                          {"dataset": option_config("dataset", "gsm8k")}).dataset
     train, test = load_split(cfg, "train", seed=0), load_split(cfg, "test", seed=0)
     assert (len(train), len(test)) == (200, 1319)
     assert not set(train["problem"]) & set(test["problem"])

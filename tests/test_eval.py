@@ -114,7 +114,8 @@ def test_vllm_backend_without_vllm_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_benchmark_specs_reuse_the_dataset_configs(tmp_path):
-    cfg = eval_cfg(tmp_path)
+    cfg = eval_cfg(tmp_path, "eval.benchmarks=[math500,gsm8k,gpqa-diamond]")
+    assert sorted(cfg.benchmark) == ["gpqa-diamond", "gsm8k", "math500"]  # only those named
     assert cfg.benchmark.math500.path == "HuggingFaceH4/MATH-500"
     assert cfg.benchmark.math500.offline_path.endswith("math500.jsonl")
     assert cfg.benchmark.gsm8k.split == "test"

@@ -69,7 +69,8 @@ def test_the_recipe_chains_generate_into_sft_by_config(tmp_path):
     second = composed(tmp_path, "experiment=distill-then-sft", "stage=sft", "dataset=jsonl")
     assert first.stage == "generate" and first.dataset.name == "arithmetic"
     assert second.stage == "sft" and second.dataset.name == "jsonl"
-    assert first.generate.output_dir == second.dataset.path == second.generate.output_dir
+    assert first.generate.output_dir == first.dataset.path == second.dataset.path
+    assert second.generate is None  # the sft step composes no generate knobs
     assert first.generate.output_dir.endswith("/distill/smollm2-135m-arithmetic")
 
 

@@ -28,18 +28,18 @@ def step(run_dir: Path, *overrides: str):
 
 def test_generate_then_sft_from_the_recipe(tmp_path):
     distilled = tmp_path / "distill"  # instead of ${paths.cache_dir}/distill/..., for the test
-    generate = step(tmp_path / "generate", f"generate.output_dir={distilled}", "generate.limit=3",
+    generate = step(tmp_path / "generate", f"dataset.path={distilled}", "generate.limit=3",
                     "generate.num_generations=2", "generate.max_new_tokens=8",
                     "generate.keep=all")  # `correct` could keep nothing of 6 tiny samples
-    assert generate.stage == "generate"
+    assert generate.stage == "generate" and generate.generate.output_dir == str(distilled)
     run_stage(generate)
     manifest = json.loads((distilled / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["counts"]["kept"] == 6
 
-    sft = step(tmp_path / "sft", f"generate.output_dir={distilled}", "stage=sft", "dataset=jsonl",
+    sft = step(tmp_path / "sft", f"dataset.path={distilled}", "stage=sft", "dataset=jsonl",
                "train.max_steps=1", "train.save_steps=1", "train.global_batch_size=2",
                "hardware.per_device_train_batch_size=2")
-    assert sft.dataset.path == str(distilled)  # from the recipe, not from the command line
+    assert sft.dataset.path == str(distilled) and sft.generate is None
     metrics = run_stage(sft)
     assert metrics["train/global_step"] == 1
     assert (tmp_path / "sft" / "model" / "config.json").is_file()

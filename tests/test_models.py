@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
+from group_options import option_config
 from r1exp.models.loading import resolve_attn_implementation, resolve_model_dir
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -16,7 +16,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 @pytest.fixture(scope="module")
 def embedded_model_cfg():
-    return OmegaConf.load(CONF / "model" / "smollm2-135m.yaml")
+    return option_config("model", "smollm2-135m")
 
 
 def cache_dir() -> str:
@@ -63,7 +63,7 @@ def test_converted_model_loads_plainly_and_generates(embedded_model_cfg):
 
 
 def test_hub_ids_and_local_dirs_pass_through_untouched(tmp_path):
-    cfg = OmegaConf.load(CONF / "model" / "qwen2.5-1.5b-instruct.yaml")
+    cfg = option_config("model", "qwen2.5-1.5b-instruct")
     assert resolve_model_dir(cfg, tmp_path) == "Qwen/Qwen2.5-1.5B-Instruct"
     cfg.path = str(tmp_path)
     assert resolve_model_dir(cfg, tmp_path) == str(tmp_path)
@@ -71,7 +71,7 @@ def test_hub_ids_and_local_dirs_pass_through_untouched(tmp_path):
 
 def test_trust_remote_code_is_off_unless_a_model_config_says_so():
     for path in (CONF / "model").glob("*.yaml"):
-        assert OmegaConf.load(path).trust_remote_code is False, path.name
+        assert option_config("model", path.stem).trust_remote_code is False, path.name
 
 
 @pytest.mark.parametrize("requested,dtype,accelerator,expected", [

@@ -6,6 +6,7 @@ import copy
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,9 +59,41 @@ def make_run(run_dir: Path, cfg, *, status: str | None = "FAILED", checkpoint: i
     return run_dir
 
 
+def _fingerprint_from(conf: Path, *overrides: str) -> str:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=["paths.output_dir=/unset", *overrides])
+    return fingerprint(prepare(cfg)[0])
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{path} no longer holds {old!r}"
+    path.write_text(text.replace(old, new))
+
+
+def test_sft_fingerprint_covers_only_what_sft_computes(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    smoke = ("experiment=smoke-sft",)
+    # the default recipe (quickstart) sets grpo knobs; an sft run leaves them out
+    quickstart = ("stage=sft", "sft.completion_column=answer")
+    evaluating = (*smoke, "train.benchmarks=[aime25]")
+    runs = (smoke, quickstart, evaluating)
+    before = {run: _fingerprint_from(conf, *run) for run in runs}
+    _edit(conf / "benchmark" / "aime25.yaml", "split: train", "split: test")
+    _edit(conf / "grpo" / "default.yaml", "temperature: 1.0", "temperature: 0.7")
+    _edit(conf / "experiment" / "quickstart.yaml", "temperature: 0.8", "temperature: 0.9")
+    assert _fingerprint_from(conf, *smoke) == before[smoke]
+    assert _fingerprint_from(conf, *quickstart) == before[quickstart]
+    assert _fingerprint_from(conf, *evaluating) != before[evaluating]  # it evaluates aime25
+    _edit(conf / "sft" / "default.yaml", "eos_token: null", "eos_token: '</s>'")
+    assert _fingerprint_from(conf, *smoke) != before[smoke]
+
+
 def test_fingerprint_ignores_what_differs_between_attempts(tmp_path):
     base = fingerprint(typed(tmp_path / "a"))
-    assert fingerprint(typed(tmp_path / "b", "dry_run=true", "train.resume=never",
+    assert fingerprint(typed(tmp_path / "b", "dry_run=true", "resume=never",
                              "logger=none")) == base
     assert fingerprint(typed(tmp_path / "a", "train.learning_rate=1e-3")) != base
     assert fingerprint(typed(tmp_path / "a", "train.max_steps=11")) != base
@@ -95,7 +128,7 @@ def test_finds_the_newest_unfinished_idle_run_of_the_same_config(tmp_path):
 @pytest.mark.parametrize("why", ["finished", "no checkpoint", "cut-short checkpoint",
                                  "other config", "resume=never"])
 def test_runs_that_cannot_be_continued_are_ignored(tmp_path, why):
-    resume = ["train.resume=never"] if why == "resume=never" else []
+    resume = ["resume=never"] if why == "resume=never" else []
     now = typed(tmp_path / "runs" / "d" / "now", *resume)
     other = typed(tmp_path / "x", "train.max_steps=99")
     make_run(tmp_path / "runs" / "d" / "earlier", other if why == "other config" else now,
@@ -112,7 +145,8 @@ def test_runs_that_cannot_be_continued_are_ignored(tmp_path, why):
 def test_eval_and_generate_runs_resume_from_their_own_progress(tmp_path, stage, progress_file):
     extra = ["eval.benchmarks=[gsm8k]"] if stage == "eval" else []
     now = typed(tmp_path / "runs" / "d" / "now", f"stage={stage}", *extra)
-    now.generate.output_dir = f"{now.paths.output_dir}/generated"  # as resolved in that run dir
+    if stage == "generate":
+        now.generate.output_dir = f"{now.paths.output_dir}/generated"  # as resolved in that dir
     earlier = make_run(tmp_path / "runs" / "d" / "earlier", now, checkpoint=None)
     assert find_resumable_run(now) is None  # no progress yet: nothing to continue
     progress = earlier / progress_file
@@ -180,11 +214,11 @@ def test_a_run_that_reached_max_steps_is_not_trained_again(tmp_path, status, mod
         (tmp_path / "model").mkdir()
     with pytest.raises(ConfigError, match="train.max_steps=3") as err:
         refuse_finished_training(cfg, tmp_path)
-    assert says in str(err.value) and "train.resume=never" in str(err.value)
+    assert says in str(err.value) and "resume=never" in str(err.value)
 
 
 @pytest.mark.parametrize("overrides", [("train.max_steps=4",), ("train.max_steps=3",
-                                                                  "train.resume=never")])
+                                                                  "resume=never")])
 def test_a_run_short_of_max_steps_or_started_over_is_let_through(tmp_path, overrides):
     cfg = typed(tmp_path, *overrides)
     make_run(tmp_path, cfg, checkpoint=3)

@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from r1exp.cli import CONF_DIR
-from r1exp.config.recipe import compose_without_recipe, describe, recipe_changes
+from r1exp.command_line.recipe import compose_without_recipe, describe, recipe_changes
 from r1exp.launch import worker_logging
 from r1exp.launch.summary import Summary, collect, render, training_curves
 from r1exp.launch.worker_output import teed_process

@@ -68,7 +68,8 @@ def make_plan(cfg: DictConfig, stage: Stage,
             "choose one of: ddp, zero2, zero3"
         )
     per_device = hw.per_device_train_batch_size
-    global_batch = cfg.train.global_batch_size
+    # Only the training stages compose `train`; another stage's batch is one pass of the devices.
+    global_batch = cfg.train.global_batch_size if stage.training else world_size * per_device
     accumulation = 1
     memory = None
     if stage.training:
@@ -82,7 +83,7 @@ def make_plan(cfg: DictConfig, stage: Stage,
         world_size=world_size,
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accumulation,
-        global_batch_size=global_batch if stage.training else world_size * per_device,
+        global_batch_size=global_batch,
         generation_devices=generation_devices,
         launch_command=launch_command(cfg, world_size, resolved_yaml),
         memory=memory,

@@ -132,7 +132,6 @@ class TrainConfig:
     save_steps: int = MISSING
     save_total_limit: Optional[int] = MISSING
     keep_checkpoints: bool = MISSING
-    resume: str = MISSING
     benchmarks: List[str] = MISSING
     lora: LoraConfig = MISSING
 
@@ -265,18 +264,21 @@ class PathsConfig:
 class RunConfig:
     seed: int = MISSING
     dry_run: bool = MISSING
+    resume: str = MISSING
     stage: str = MISSING
     paths: PathsConfig = MISSING
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
     hardware: HardwareConfig = MISSING
+    logger: LoggerConfig = MISSING
+    # The knob nodes of the stages: a run holds those its stage reads (r1exp.config.stage_nodes),
+    # the others are None.
+    train: Optional[TrainConfig] = None
+    sft: Optional[SFTConfig] = None
+    grpo: Optional[GRPOConfig] = None
     # Reward parameters differ per reward: r1exp.rewards validates them against its registry.
     reward: Dict[str, Any] = field(default_factory=dict)
-    train: TrainConfig = MISSING
-    sft: SFTConfig = MISSING
-    grpo: GRPOConfig = MISSING
-    eval: EvalConfig = MISSING
-    # Every benchmark spec, by name; eval.benchmarks and train.benchmarks choose among them.
+    eval: Optional[EvalConfig] = None
+    # The benchmark specs the run evaluates (eval.benchmarks or train.benchmarks), by name.
     benchmark: Dict[str, BenchmarkConfig] = field(default_factory=dict)
-    generate: GenerateConfig = MISSING
-    logger: LoggerConfig = MISSING
+    generate: Optional[GenerateConfig] = None

@@ -15,6 +15,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from r1exp.config.ranges import check_ranges
 from r1exp.config.schema import RunConfig
+from r1exp.config.stage import Stage
+from r1exp.config.stage_nodes import stage_config
 from r1exp.errors import ConfigError
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -27,7 +29,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "hardware.perf.packed_attention": ("flex_attention", "sdpa"),  # r1exp/perf/fast_paths.py
     "hardware.vllm.mode": ("colocate", "server"),
     "dataset.source": ("generated", "hub", "local"),
-    "train.resume": ("auto", "never"),
+    "resume": ("auto", "never"),
     "eval.backend": ("transformers", "vllm", "lighteval"),
     "generate.engine": ("transformers", "vllm", "openai"),
     "generate.keep": ("all", "correct", "first_correct"),
@@ -36,12 +38,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
 HARDWARE_FEATURES = ("flash_attn", "vllm", "deepspeed")
 
 
-def check_config(cfg: DictConfig) -> DictConfig:
-    """Type-check `cfg` against the schema and run the stage-independent cross-field checks;
-    return it typed."""
-    typed = _check_schema(cfg)
+def check_config(cfg: DictConfig, stage: Stage | None) -> DictConfig:
+    """Keep what `stage` reads (r1exp.config.stage_nodes), type-check it against the schema
+    and run the stage-independent cross-field checks; return it typed."""
+    typed = _check_schema(OmegaConf.create(stage_config(OmegaConf.to_container(cfg), stage)))
     check_ranges(typed)
     for key, allowed in CHOICES.items():
+        if typed[key.split(".")[0]] is None:  # a knob node this run's stage does not read
+            continue
         _check_choice(key, OmegaConf.select(typed, key), allowed)
     for feature in typed.hardware.lacks:
         _check_choice("hardware.lacks[]", feature, HARDWARE_FEATURES)
@@ -106,6 +110,8 @@ def _check_eval_sampling(cfg: DictConfig) -> None:
     # The eval knobs serve the eval stage and train.benchmarks alike. transformers samples
     # only at a temperature > 0 ("strictly positive float"); vLLM reads 0 as greedy.
     e = cfg.eval
+    if e is None:  # the stage evaluates nothing
+        return
     if e.backend == "transformers" and e.temperature == 0 and not e.greedy:
         raise ConfigError(
             "eval.temperature=0 with eval.greedy=false: the transformers backend samples only "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterator, Sequence
 
+from r1exp.config.stage import VLLMUse
 from r1exp.errors import ConfigError
 from r1exp.inference.problems import request_prompt_ids
 from r1exp.inference.process import claim_gpus, model_label, rank
@@ -25,6 +26,16 @@ from r1exp.models.loading import TORCH_DTYPES, load_tokenizer, resolve_model_dir
 # Requests per LLM.generate call: vLLM schedules within a call; between calls the caller saves
 # finished samples, so an interruption loses at most one chunk.
 CHUNK = 1024
+
+
+def in_process_use(cfg, engine: str) -> VLLMUse | None:
+    """Where a run on `engine` holds vLLM, for the plan's memory check: in each rank's process,
+    with the eval.vllm settings."""
+    if engine != "vllm":
+        return None
+    return VLLMUse(server=False, memory_key="eval.vllm.gpu_memory_utilization",
+                   gpu_memory_utilization=cfg.eval.vllm.gpu_memory_utilization,
+                   devices=cfg.eval.vllm.tensor_parallel_size, where="each GPU")
 
 
 @register("vllm")

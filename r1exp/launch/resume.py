@@ -2,8 +2,10 @@
 
 Every Hydra run gets a fresh timestamped dir, so "run the same command again" must find the
 earlier attempt: each run dir holds a `fingerprint` of its resolved config (minus what is
-specific to one attempt: its dir, dry_run, train.resume, where it logs). A later run with the
-same fingerprint adopts the newest earlier dir under the same runs root (the run dir's
+specific to one attempt: its dir, dry_run, resume, where it logs). That config holds
+only the knob nodes its stage reads and the benchmarks it names (r1exp.config.stage_nodes), so
+another stage's knob or an unnamed benchmark's spec does not keep a run from resuming. A later
+run with the same fingerprint adopts the newest earlier dir under the same runs root (the run dir's
 grandparent: `multirun_outputs/runs` for the default layout, so any day counts) that did not
 finish, holds progress and is not in use: the stage resumes there and metrics continue in the
 same MLflow run. Progress is a complete trainer checkpoint, unless the stage module defines
@@ -28,7 +30,7 @@ from r1exp.stages import stage, validate
 
 log = logging.getLogger(__name__)
 # Keys that differ between attempts of the same run without changing what it computes.
-NOT_FINGERPRINTED = ("paths.output_dir", "dry_run", "train.resume", "logger")
+NOT_FINGERPRINTED = ("paths.output_dir", "dry_run", "resume", "logger")
 
 
 def fingerprint(cfg: DictConfig) -> str:
@@ -51,7 +53,7 @@ def refuse_finished_training(cfg: DictConfig, run_dir: Path) -> None:
     transformers' Trainer checks max_steps only after a step, so resuming there would train one
     step past the limit and overwrite the finished model. Say so before any heavy work instead.
     """
-    if not stage(cfg.stage).training or cfg.train.resume != "auto" or cfg.train.max_steps <= 0:
+    if not stage(cfg.stage).training or cfg.resume != "auto" or cfg.train.max_steps <= 0:
         return
     rundir = RunDir(run_dir)
     checkpoint = rundir.last_complete_checkpoint()
@@ -65,7 +67,7 @@ def refuse_finished_training(cfg: DictConfig, run_dir: Path) -> None:
     raise ConfigError(
         f"run dir {run_dir} already trained to train.max_steps={cfg.train.max_steps} "
         f"({checkpoint.name}): {done}. Raise train.max_steps to train on from there, or set "
-        "train.resume=never (or another hydra.run.dir) to start over")
+        "resume=never (or another hydra.run.dir) to start over")
 
 
 def holds_progress(cfg: DictConfig, run_dir: Path) -> bool:
@@ -81,7 +83,7 @@ def find_resumable_run(cfg: DictConfig) -> Path | None:
     limit or preempted runs again in its own dir, and must continue its MLflow run even if it
     was stopped before its first checkpoint.
     """
-    if cfg.train.resume != "auto":
+    if cfg.resume != "auto":
         return None
     run_dir = Path(cfg.paths.output_dir).resolve()
     wanted = fingerprint(cfg)
@@ -140,7 +142,7 @@ class RunClaim:
         except BlockingIOError:
             self._handle.close()
             raise ConfigError(f"run dir {run_dir} is in use by another r1exp process; wait for "
-                              "it or start this one with train.resume=never") from None
+                              "it or start this one with resume=never") from None
         self._handle.truncate(0)
         self._handle.write(str(os.getpid()))
         self._handle.flush()

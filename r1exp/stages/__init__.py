@@ -12,7 +12,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from r1exp.config.plan import Plan
 from r1exp.config.plan import make_plan as plan_for_stage
-from r1exp.config.stage import Stage, VLLMUse
 from r1exp.config.validate import check_config
 from r1exp.data.synthetic import generate_splits
 from r1exp.rundir import RESOLVED_CONFIG
@@ -22,31 +21,11 @@ from r1exp.stages.registry import STAGES, register, stage, stage_names
 __all__ = ["STAGES", "make_plan", "register", "run_stage", "stage", "stage_names", "validate"]
 
 
-def _engine_vllm(uses_vllm: bool, cfg) -> VLLMUse | None:
-    # eval and generate run vLLM with the eval.vllm settings (r1exp.eval.backends).
-    if not uses_vllm:
-        return None
-    return VLLMUse(server=False, memory_key="eval.vllm.gpu_memory_utilization",
-                   gpu_memory_utilization=cfg.eval.vllm.gpu_memory_utilization,
-                   devices=cfg.eval.vllm.tensor_parallel_size, where="each GPU")
-
-
-# eval.py and generate.py are being rebuilt on r1exp.inference; until then their facts are
-# registered here. Their new modules end with register(Stage(...)) as sft.py and grpo.py do.
-register(Stage(name="eval", run=eval.run, check=eval.check, resumable=eval.resumable,
-               config_sections=eval.CONFIG_SECTIONS, benchmarks_key=eval.BENCHMARKS_KEY,
-               vllm=lambda cfg: _engine_vllm(cfg.eval.backend == "vllm", cfg)))
-register(Stage(name="generate", run=generate.run, check=generate.check,
-               resumable=generate.resumable,
-               config_sections=generate.CONFIG_SECTIONS, benchmarks_key=generate.BENCHMARKS_KEY,
-               vllm=lambda cfg: _engine_vllm(cfg.generate.engine == "vllm", cfg)))
-
-
 def validate(cfg: DictConfig) -> DictConfig:
     """Every check of a composed config: the schema and the stage-independent cross-field
     checks (r1exp.config.validate), a generated dataset, then the stage's own; return it
     typed. Cheap: no torch, no model, no network."""
-    typed = check_config(cfg)
+    typed = check_config(cfg, STAGES.get(str(cfg.stage)))
     if typed.dataset.source == "generated":
         # Generating is milliseconds of pure Python, so a bad generator config fails here,
         # not minutes later in the worker.

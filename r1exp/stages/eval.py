@@ -7,7 +7,10 @@ and the MLflow run; re-running on the same run dir resumes (finished samples are
 
 from __future__ import annotations
 
+from r1exp.config.stage import Stage
 from r1exp.errors import ConfigError
+from r1exp.inference.vllm_engine import in_process_use
+from r1exp.stages.registry import register
 
 # What this stage reads, so what its MLflow params show (r1exp.tracking.params): the benchmarks
 # named by BENCHMARKS_KEY add their specs and the eval section.
@@ -44,3 +47,10 @@ def run(cfg) -> dict[str, float]:
 
     check(cfg)
     return evaluate_model(cfg)
+
+
+STAGE = register(Stage(
+    name="eval", run=run, check=check, resumable=resumable,
+    config_sections=CONFIG_SECTIONS, benchmarks_key=BENCHMARKS_KEY,
+    vllm=lambda cfg: in_process_use(cfg, cfg.eval.backend),
+))

@@ -22,11 +22,15 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from r1exp import rundir
+from r1exp.config.stage import Stage
 from r1exp.errors import ConfigError
+from r1exp.inference.vllm_engine import in_process_use
+from r1exp.stages.registry import register
 
 log = logging.getLogger(__name__)
 # What this stage reads, so what its MLflow params show (r1exp.tracking.params).
-CONFIG_SECTIONS = ("seed", "paths", "model", "dataset", "hardware", "generate")
+# eval: the in-process engines size their batches by eval.batch_tokens and eval.vllm.
+CONFIG_SECTIONS = ("seed", "paths", "model", "dataset", "hardware", "generate", "eval")
 BENCHMARKS_KEY = None
 LOCK_FILE = ".generate.lock"
 # The dataset keys that decide which problem has which id. Not max_samples (a prefix, like
@@ -316,3 +320,10 @@ def _final_metrics(counts: dict, progress: _Progress) -> dict[str, float]:
         "generate/samples_per_s": progress.metrics()["generate/samples_per_s"],
         "generate/completion_tokens_per_s": progress.metrics()["generate/completion_tokens_per_s"],
     }
+
+
+STAGE = register(Stage(
+    name="generate", run=run, check=check, resumable=resumable,
+    config_sections=CONFIG_SECTIONS, benchmarks_key=BENCHMARKS_KEY,
+    vllm=lambda cfg: in_process_use(cfg, cfg.generate.engine),
+))

@@ -97,9 +97,9 @@ def peft_config(cfg):
 
 
 def checkpoint_to_resume(cfg) -> str | None:
-    """The newest complete checkpoint of this run dir when `train.resume=auto`, else None (one
+    """The newest complete checkpoint of this run dir when `resume=auto`, else None (one
     cut short by a kill is skipped)."""
-    if cfg.train.resume != "auto":
+    if cfg.resume != "auto":
         return None
     found = RunDir(cfg.paths.output_dir).last_complete_checkpoint()
     if found:

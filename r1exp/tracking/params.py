@@ -1,10 +1,10 @@
 """Turn a resolved config into MLflow params: only what the run's stage reads, flat, bounded,
 and free of secrets.
 
-Every stage's knobs and the whole benchmark catalogue are composed into every config
-(resolved.yaml keeps them all: it is the worker's input); as params they would bury the few
-that matter, so each stage module names the sections it reads (CONFIG_SECTIONS) and the key
-that lists the benchmarks it evaluates (BENCHMARKS_KEY).
+A resolved config already holds only the knob nodes its stage reads and the benchmarks it
+names (r1exp.config.stage_nodes); of the rest, the params leave out what describes the attempt
+rather than the computation (logger, dry_run), keeping the sections the stage module names
+(CONFIG_SECTIONS) and, where it evaluates, eval's node and the named benchmark specs.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import re
 from typing import Any, Iterator
 
 from r1exp.config.stage import Stage
+from r1exp.config.stage_nodes import EVALUATION_NODES, nodes_read, stage_config
+from r1exp.errors import ConfigError
 
 MAX_VALUE_CHARS = 6000  # MLflow's limit on a param value
 # Environment variables and anything that looks like a credential never leave the machine.
@@ -44,13 +46,13 @@ def used_config(config: dict[str, Any], stage: Stage | None) -> dict[str, Any]:
     """
     if stage is None:
         return config
-    used = {key: config[key] for key in ("stage", *stage.config_sections) if key in config}
-    benchmarks = select(config, stage.benchmarks_key) if stage.benchmarks_key else None
-    if benchmarks:
-        catalogue = config.get("benchmark") or {}
-        used["eval"] = config.get("eval")
-        used["benchmark"] = {name: catalogue[name] for name in benchmarks if name in catalogue}
-    return used
+    try:
+        kept = stage_config(config, stage)
+    except ConfigError:  # a benchmark the catalogue lacks: the params show what was asked for
+        kept = config
+    evaluates = nodes_read(stage, config) & set(EVALUATION_NODES)
+    sections = ("stage", *stage.config_sections, *(n for n in EVALUATION_NODES if n in evaluates))
+    return {key: kept[key] for key in dict.fromkeys(sections) if key in kept}
 
 
 def used_choices(tags: dict[str, str], used: dict[str, Any]) -> dict[str, str]:

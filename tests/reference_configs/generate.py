@@ -25,7 +25,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 import r1exp
-from r1exp.config.recipe import NO_RECIPE
+from r1exp.command_line.recipe import NO_RECIPE
 from r1exp.errors import ConfigError
 from r1exp.launch.controller import prepare
 from r1exp.resources import CONF_DIR, LAUNCHERS_DIR

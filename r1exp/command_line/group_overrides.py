@@ -6,6 +6,10 @@ Hydra reports a typo in a group choice in several ways, some of them a traceback
 each group override against its group's options first gives one message with the options for
 single and multi-select groups (`reward=[a,b]`), nested ones (`hydra/launcher=...`), `+group=`,
 `~group=` and multirun sweeps (`-m hardware=cpu,3060`), and exits 2 like every config error.
+
+A knob of a stage the run does not run (`grpo.temperature=0.7` with stage=sft) is refused here
+too: that stage's knob groups are not composed, so Hydra would fail and suggest `+key=`, or,
+where a recipe set the node, the run would leave the knob out without a word.
 """
 
 from __future__ import annotations
@@ -18,8 +22,13 @@ from typing import Any, Callable
 from hydra.core.override_parser.types import Override, QuotedString, ValueType
 
 from r1exp.config.schema import RunConfig
+from r1exp.config.stage_nodes import KNOB_NODES, foreign_knob_overrides
 from r1exp.errors import ConfigError, config_error_exit
+from r1exp.stages import STAGES
 
+# Keys that moved, with why: the old spelling gets a config error naming the new one.
+RENAMED_KEYS = {"train.resume": ("resume", "every stage resumes, an eval and a generation too, "
+                                           "and only training stages compose `train`")}
 # Options of these are expanded by Hydra itself from the group's listing (`glob(*)`).
 _EXPANDED_SWEEPS = (ValueType.GLOB_CHOICE_SWEEP,)
 _NUMERIC_SWEEPS = (ValueType.RANGE_SWEEP, ValueType.INTERVAL_SWEEP)
@@ -68,13 +77,70 @@ def check_group_overrides(overrides: list[str], config_dir: str) -> None:
     except OverrideParseException:
         return  # Hydra's own message shows where the syntax breaks
     candidates = [o for o in parsed if "." not in o.key_or_group]
-    if not candidates:
+    knobs = [o for o in parsed if _node(o) in KNOB_NODES]
+    if not candidates and not knobs:
         return
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         groups = _Groups(GlobalHydra.instance().config_loader())
         problems = [problem for o in candidates for problem in _problems(o, groups)]
+        problems += [_renamed(o) for o in knobs if o.key_or_group in RENAMED_KEYS]
+        if not problems and knobs:
+            problems = _foreign_knobs(parsed, knobs)
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def _renamed(override: Override) -> str:
+    new, why = RENAMED_KEYS[override.key_or_group]
+    value = override.input_line.split("=", 1)[1] if "=" in override.input_line else "..."
+    return (f"{override.input_line}: {override.key_or_group} is now `{new}` ({why}); "
+            f"use {new}={value}")
+
+
+def _node(override: Override) -> str:
+    return override.key_or_group.split(".", 1)[0].split("/", 1)[0]
+
+
+def _foreign_knobs(parsed: list[Override], knobs: list[Override]) -> list[str]:
+    """Overrides of knobs that the stage of a run of this command line does not read: Hydra
+    would refuse a key of a node the stage does not compose (and suggest `+key=`), or the run
+    would leave it out without a word. Each stage the command line may run is checked."""
+    lines = [o.input_line for o in knobs]
+    problems: list[str] = []
+    for stage in _stages(parsed):
+        problems += [p for p in foreign_knob_overrides(stage, lines, STAGES) if p not in problems]
+    return problems
+
+
+def _stages(parsed: list[Override]) -> list[str]:
+    """The stages a run (each job of a sweep) of these overrides runs: the command line's
+    `stage=`, else the one each chosen recipe picks. [] where that takes more than composing
+    (a glob or a sweep config): Hydra and the run's own checks speak there."""
+    from hydra import compose
+
+    by_key = {o.key_or_group: o for o in parsed}
+    stage = by_key.get("stage")
+    if stage is not None and not stage.is_delete():
+        choices = _choices(stage)
+        return [c for c in choices if isinstance(c, str)] if stage.value_type not in \
+            (*_EXPANDED_SWEEPS, *_NUMERIC_SWEEPS) else []
+    experiment = by_key.get("experiment")
+    if "sweep" in by_key or (experiment is not None and experiment.value_type in
+                             (*_EXPANDED_SWEEPS, *_NUMERIC_SWEEPS)):
+        return []
+    if experiment is None:
+        recipes = [[]]  # the default recipe
+    elif experiment.is_delete():
+        recipes = [[experiment.input_line]]
+    else:
+        recipes = [[f"experiment={choice}"] for choice in _choices(experiment)]
+    stages = []
+    for recipe in recipes:
+        try:
+            stages.append(str(compose(config_name="config", overrides=recipe).stage))
+        except Exception:  # noqa: BLE001 - a recipe that does not compose: Hydra says why
+            continue
+    return list(dict.fromkeys(stages))
 
 
 class _Groups:

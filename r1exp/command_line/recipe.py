@@ -15,38 +15,24 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from r1exp.config.stage_nodes import KNOB_NODES, nodes_read
+from r1exp.stages import STAGES
+
 # Drops the default recipe: the group defaults alone (Hydra refuses `experiment=null` on the
 # command line). Quoted in messages: an unquoted `~word` is a home dir to the shell.
 NO_RECIPE = "~experiment"
 
 
-# Nodes of stage knobs; a recipe's change to a stage node this run does not read is not shown.
-KNOB_NODES = {"train", "sft", "grpo", "eval", "generate"}
-
-
 def recipe_changes(with_recipe: DictConfig, without_recipe: DictConfig
                    ) -> list[tuple[str, Any, Any]]:
     """(key, group default, recipe's value) for every leaf the recipe changed that this run's
-    stage reads."""
+    stage reads: a recipe's knobs of another stage (the quickstart's grpo knobs on an sft
+    run) are no part of the run (r1exp.config.stage_nodes)."""
     before, after = _leaves(without_recipe), _leaves(with_recipe)
-    used = knob_nodes_read(str(after.get("stage")))
+    used = nodes_read(STAGES.get(str(after.get("stage"))))
     return [(key, before.get(key), value) for key, value in after.items()
             if key != "experiment" and before.get(key, _MISSING) != value
             and (key.split(".")[0] not in KNOB_NODES or key.split(".")[0] in used)]
-
-
-def knob_nodes_read(stage: str) -> set[str]:
-    """The knob nodes a stage reads, from what its module declares (CONFIG_SECTIONS, and eval's
-    node where it evaluates benchmarks: train.benchmarks evaluates after training)."""
-    from r1exp.errors import ConfigError
-    from r1exp.stages import stage as stage_named
-
-    try:
-        facts = stage_named(stage)
-    except ConfigError:  # not a stage (yet): every change may matter
-        return set(KNOB_NODES)
-    read = set(facts.config_sections) | ({"eval"} if facts.benchmarks_key else set())
-    return read & KNOB_NODES
 
 
 def compose_without_recipe(overrides: list[str]) -> DictConfig:
