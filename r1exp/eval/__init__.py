@@ -6,19 +6,18 @@ training stages' `train.benchmarks`. Heavy imports happen inside it.
 
 from __future__ import annotations
 
+from r1exp.eval.benchmarks import check_benchmarks
+from r1exp.eval.evaluators import EVALUATORS, evaluator
+from r1exp.eval.runner import check_eval_settings
+from r1exp.eval.runner import evaluate_model as _evaluate
+
 
 def evaluate_model(cfg, model_dir=None, benchmarks=None, out_dir=None) -> dict[str, float]:
-    from r1exp.eval.runner import evaluate_model as _evaluate
-
     return _evaluate(cfg, model_dir, benchmarks, out_dir)
 
 
 def check(cfg, benchmarks, key: str) -> None:
     """Cheap config checks for evaluating `benchmarks` (named at config key `key`)."""
-    from r1exp.eval.benchmarks import check_benchmarks
-    from r1exp.eval.evaluators import EVALUATORS, evaluator
-    from r1exp.eval.runner import check_eval_settings
-
     check_benchmarks(cfg, benchmarks, key)
     check_eval_settings(cfg)
     if cfg.eval.backend in EVALUATORS:

@@ -23,6 +23,8 @@ from r1exp.eval.benchmarks import benchmark_problems, check_benchmarks, num_samp
 from r1exp.eval.evaluators import EVALUATORS, evaluator
 from r1exp.eval.passk import k_values, summarize
 from r1exp.inference import Problem, Request, Sampling, build_engine, samples
+from r1exp.models.loading import resolve_model_dir
+from r1exp.rewards import grade_math, start_scoring_workers
 from r1exp.rundir import EVAL_DIR, EVAL_RESULTS, RunDir, fingerprint
 
 log = logging.getLogger(__name__)
@@ -60,9 +62,6 @@ def evaluate_model(cfg, model_dir: str | None = None, benchmarks=None,
 
 
 def _generate_and_score(cfg, model_cfg, names, out: Path, rank: int, world_size: int, run) -> dict:
-    from r1exp.models.loading import resolve_model_dir
-    from r1exp.rewards import start_scoring_workers
-
     # Fork the scorers before the model makes this process big; they warm up while it loads.
     start_scoring_workers(wait=False)
     sampling = Sampling.of(cfg.eval, cfg.seed)
@@ -157,7 +156,6 @@ def _generate_share(cfg, engine, problems: list[Problem], k: int, bench_dir: Pat
     committing each batch."""
     from tqdm.auto import tqdm
 
-    from r1exp.rewards import grade_math
 
     done = {samples.row_key(r, outputs.KEY) for r in outputs.read_samples(bench_dir, config_hash)}
     by_id = {p.id: p for p in problems}

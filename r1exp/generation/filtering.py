@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from r1exp.rewards import grade_math
+
 CORRECT_AT = 0.5  # scores are 1.0 / 0.0; anything from here up counts as correct
 
 
@@ -25,8 +27,6 @@ class Verdict:
 
 def score_rows(rows: list[dict], timeout_s: float) -> None:
     """Fill score / correct / extracted / score_status in place, in one scorer call."""
-    from r1exp.rewards import grade_math
-
     scorable = [r for r in rows if r.get("generation") is not None and r.get("answer") is not None]
     for row in rows:
         row.update(score=None, correct=None, extracted=None, score_status=None)

@@ -54,7 +54,8 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, Plan]:
 
 def control(cfg: DictConfig, hydra_tags: dict[str, str] | None = None,
             parent_run_id: str | None = None, notice: str | None = None) -> dict[str, float]:
-    """`notice`: what the command line composed (r1exp.command_line.recipe), shown once it is valid."""
+    """`notice`: what the command line composed (r1exp.command_line.recipe), shown once it is
+    valid."""
     typed, plan = prepare(cfg)
     if notice:
         print(notice, file=sys.stderr, flush=True)

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from r1exp.config.stage import Stage
 from r1exp.errors import ConfigError
+from r1exp.eval import check as check_eval
+from r1exp.eval import evaluate_model
+from r1exp.eval.outputs import APPENDED_GLOB
+from r1exp.inference.samples import SAMPLES_DIR, SHARD_GLOB
 from r1exp.inference.vllm_engine import in_process_use
+from r1exp.rundir import RunDir
 from r1exp.stages.registry import register
 
 # What this stage reads, so what its MLflow params show (r1exp.tracking.params): the benchmarks
@@ -19,7 +24,6 @@ BENCHMARKS_KEY = "eval.benchmarks"
 
 
 def check(cfg) -> None:
-    from r1exp.eval import check as check_eval
 
     if not cfg.eval.benchmarks:
         raise ConfigError("eval.benchmarks=[] names no benchmark; e.g. 'eval.benchmarks=[math500]'")
@@ -33,18 +37,12 @@ def resumable(cfg, run_dir) -> bool:
     samples under `<run dir>/eval/<benchmark>/` (the store's shards, or the samples*.jsonl an
     earlier version appended to).
     """
-    from r1exp.eval.outputs import APPENDED_GLOB
-    from r1exp.inference.samples import SAMPLES_DIR, SHARD_GLOB
-    from r1exp.rundir import RunDir
-
     eval_dir = RunDir(run_dir).eval_dir
     return (any(eval_dir.glob(f"*/{SAMPLES_DIR}/{SHARD_GLOB}"))
             or any(path.stat().st_size > 0 for path in eval_dir.glob(f"*/{APPENDED_GLOB}")))
 
 
 def run(cfg) -> dict[str, float]:
-    from r1exp.eval import evaluate_model
-
     check(cfg)
     return evaluate_model(cfg)
 

@@ -23,9 +23,17 @@ from omegaconf import OmegaConf
 
 from r1exp import rundir
 from r1exp.config.stage import Stage
+from r1exp.data.loading import validate_dataset_config
 from r1exp.errors import ConfigError
+from r1exp.generation import output
+from r1exp.generation.filtering import NEEDS_ANSWERS, score_rows
+from r1exp.generation.prompts import dataset_problems, requests_for, template_fields
+from r1exp.inference import Sampling, build_engine, engine_spec, samples
+from r1exp.inference.samples import SAMPLES_DIR, SHARD_GLOB
 from r1exp.inference.vllm_engine import in_process_use
+from r1exp.rewards import start_scoring_workers
 from r1exp.stages.registry import register
+from r1exp.tracking.source import git_commit
 
 log = logging.getLogger(__name__)
 # What this stage reads, so what its MLflow params show (r1exp.tracking.params).
@@ -41,9 +49,6 @@ DATASET_IDENTITY = ("source", "path", "config_name", "revision", "train_split", 
 
 
 def check(cfg) -> None:
-    from r1exp.data.loading import validate_dataset_config
-    from r1exp.generation.filtering import NEEDS_ANSWERS
-    from r1exp.generation.prompts import template_fields
 
     g, d = cfg.generate, cfg.dataset
     for key in ("num_generations", "max_new_tokens", "max_in_flight", "shard_size"):
@@ -64,7 +69,6 @@ def check(cfg) -> None:
     if g.temperature < 0 or not 0 < g.top_p <= 1:
         raise ConfigError(f"generate.temperature={g.temperature} must be >= 0 and "
                           f"generate.top_p={g.top_p} in (0, 1]")
-    from r1exp.inference import engine_spec
 
     engine_spec(g.engine, "generate.engine")
     if g.engine == "openai":
@@ -92,8 +96,6 @@ def resumable(cfg, run_dir) -> bool:
     Only a generate.output_dir inside the run dir (the default) needs the earlier run dir to
     be adopted; a fixed one outside it is continued by any attempt that writes there.
     """
-    from r1exp.inference.samples import SAMPLES_DIR, SHARD_GLOB
-
     here, out = Path(cfg.paths.output_dir), Path(cfg.generate.output_dir)
     if not out.is_relative_to(here):
         return False
@@ -101,9 +103,6 @@ def resumable(cfg, run_dir) -> bool:
 
 
 def run(cfg) -> dict[str, float]:
-    from r1exp.generation import output
-    from r1exp.generation.prompts import dataset_problems, requests_for
-    from r1exp.inference import Sampling, build_engine, samples
 
     check(cfg)
     g = cfg.generate
@@ -131,8 +130,6 @@ def run(cfg) -> dict[str, float]:
              len(problems), g.num_generations, mine - len(requests), mine, out_dir)
 
     if requests and any(p.answer is not None for p in problems):
-        from r1exp.rewards import start_scoring_workers
-
         start_scoring_workers()  # fork the scorers before a model makes this process big
     if requests:
         engine.open()  # before the clock starts: throughput is that of a ready engine
@@ -190,7 +187,6 @@ def _config_record(cfg) -> dict:
 
 
 def _provenance(cfg, settings: dict) -> dict:
-    from r1exp.tracking.source import git_commit
 
     g = cfg.generate
     return {
@@ -208,8 +204,6 @@ def _provenance(cfg, settings: dict) -> dict:
 def _committed(samples_dir: Path, problems, out_dir: Path) -> set[tuple[int, int]]:
     """The committed samples' keys. They must belong to the same problems (a hub dataset may
     have changed since the first attempt)."""
-    from r1exp.inference import samples
-
     by_id = {p.id: p.text for p in problems}
     done = set()
     for row in samples.iter_rows(samples_dir):
@@ -252,8 +246,6 @@ def _row(result, problem, model: str) -> dict:
 
 
 def _score(rows: list[dict], timeout_s: float) -> None:
-    from r1exp.generation.filtering import score_rows
-
     score_rows(rows, timeout_s)
 
 

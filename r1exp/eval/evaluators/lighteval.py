@@ -28,8 +28,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from r1exp.errors import ConfigError
-from r1exp.eval.evaluators import Report
 from r1exp.eval.benchmarks import num_samples
+from r1exp.eval.evaluators import Report
+from r1exp.eval.evaluators.lighteval_model import local_model_dir, write_view
+from r1exp.eval.lighteval_env import LightevalEnvError, check_env, fix_command
+from r1exp.models.loading import resolve_model_dir
 
 log = logging.getLogger(__name__)
 LIGHTEVAL_DIR = "lighteval"
@@ -48,8 +51,6 @@ class LightevalFailed(RuntimeError):
 
 def check(cfg, benchmarks) -> None:
     """Config checks, and (outside dry runs) lighteval's environment, before any model loads."""
-    from r1exp.eval.lighteval_env import LightevalEnvError, check_env, fix_command
-
     settings = cfg.eval.lighteval
     if settings.engine not in ENGINES:
         raise ConfigError(f"eval.lighteval.engine={settings.engine!r}; choose one of: "
@@ -80,10 +81,6 @@ def check(cfg, benchmarks) -> None:
 
 def evaluate(cfg, model_cfg, problems: dict, out_dir: Path) -> Report:
     """Run lighteval on `problems` ({benchmark: [Problem]}) and return its per-sample records."""
-    from r1exp.eval.evaluators.lighteval_model import local_model_dir, write_view
-    from r1exp.eval.lighteval_env import LightevalEnvError, check_env, fix_command
-    from r1exp.models.loading import resolve_model_dir
-
     status = check_env(cfg.eval.lighteval.env)
     engine = _engine(cfg, status.has_vllm)
     work = Path(out_dir) / LIGHTEVAL_DIR
