@@ -74,7 +74,9 @@ def _job_id_of(sweep: Path, job_num: int) -> str | None:
         return None
     from omegaconf import OmegaConf
 
-    return str(OmegaConf.load(hydra_yaml).hydra.job.id)
+    # Hydra writes the file in place: a read while it is being written finds it incomplete.
+    job_id = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.job.id")
+    return None if job_id is None else str(job_id)
 
 
 def _wait_until_requeued(job_id: str) -> None:
