@@ -145,11 +145,17 @@ def stage_cfg(tmp_path: Path, *overrides: str):
     return prepare(cfg)[0]
 
 
+OPENAI_KNOBS = ("endpoint", "model", "max_in_flight", "request_timeout_s", "max_retries",
+                "retry_backoff_s", "retry_backoff_max_s")
+
+
 def openai_overrides(server: str, **extra) -> list[str]:
-    settings = {"engine": "openai", "endpoint": server, "limit": 4, "num_generations": 3,
-                "max_new_tokens": 3, "shard_size": 2, "max_in_flight": 2,
-                "retry_backoff_s": 0.05, "retry_backoff_max_s": 0.2, **extra}
-    return [f"generate.{k}={v}" for k, v in settings.items()]
+    settings = {"endpoint": server, "limit": 4, "num_generations": 3, "max_new_tokens": 3,
+                "shard_size": 2, "max_in_flight": 2, "retry_backoff_s": 0.05,
+                "retry_backoff_max_s": 0.2, **extra}
+    return ["inference.engine=openai", *(
+        f"inference.openai.{k}={v}" if k in OPENAI_KNOBS else f"generate.{k}={v}"
+        for k, v in settings.items())]
 
 
 def ledger_rows(out: Path) -> list[dict]:
@@ -242,7 +248,7 @@ def test_kill_and_resume_gives_the_uninterrupted_row_set(fresh, tmp_path):
 
 
 def test_transformers_engine_on_cpu_and_sft_reads_the_output(tmp_path):
-    cfg = stage_cfg(tmp_path, "generate.engine=transformers", "generate.limit=2",
+    cfg = stage_cfg(tmp_path, "inference.engine=transformers", "generate.limit=2",
                     "generate.num_generations=2", "generate.max_new_tokens=8",
                     "generate.temperature=0")
     metrics = run_stage(cfg)
