@@ -99,7 +99,7 @@ def test_bad_eval_settings_name_the_key(tmp_path, overrides, key):
         eval_cfg(tmp_path, *overrides)
 
 
-def test_vllm_backend_without_vllm_is_a_clear_error(tmp_path, monkeypatch):
+def test_vllm_engine_without_vllm_is_a_clear_error(tmp_path, monkeypatch):
     import importlib.util
 
     from r1exp.stages import make_plan

@@ -1,4 +1,4 @@
-"""GRPO stage: config -> TRL arguments, generation backend per profile, the vLLM preflight."""
+"""GRPO stage: config -> TRL arguments, the rollout engine per profile, the vLLM preflight."""
 
 from __future__ import annotations
 

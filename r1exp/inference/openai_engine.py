@@ -50,11 +50,12 @@ class OpenAIEngine:
             try:
                 served = asyncio.run(list_models(endpoint))
             except Exception as err:  # connection refused, DNS, HTTP error: all say the same
-                raise ConfigError(f"inference.openai.endpoint={endpoint!r} does not answer GET /models "
-                                  f"({type(err).__name__}: {err}); is the server up?") from None
+                raise ConfigError(f"inference.openai.endpoint={endpoint!r} does not answer GET "
+                                  f"/models ({type(err).__name__}: {err}); is the server up?"
+                                  ) from None
             if len(served) != 1:
-                raise ConfigError(f"inference.openai.endpoint serves {served or 'no models'}; choose "
-                                  "one with inference.openai.model=<name>")
+                raise ConfigError(f"inference.openai.endpoint serves {served or 'no models'}; "
+                                  "choose one with inference.openai.model=<name>")
             self._model = served[0]
         return self._model
 

@@ -1,8 +1,9 @@
 """The grpo stage: TRL's GRPOTrainer over prompts with verifiable answers.
 
-Generation backend comes from the hardware profile: transformers everywhere; vLLM colocated
-(in the training processes) or as a server on reserved GPUs (open-r1's 7 + 1 layout, started
-by the controller, see r1exp/launch/vllm_server.py).
+The rollouts' engine is inference.engine (the profile's default: transformers everywhere but
+8xh100): transformers, or TRL's vLLM in the hardware.vllm layout, colocated (in the training
+processes) or as a server on reserved GPUs (open-r1's 7 + 1 layout, started by the controller,
+see r1exp/launch/vllm_server.py).
 """
 
 from __future__ import annotations
