@@ -7,8 +7,8 @@ Runs `r1exp stage=eval` twice on the same model, problems (the first N of each b
 prompt (eval=open-r1), chat template and max_new_tokens, with greedy decoding: once with
 eval.evaluator=r1exp inference.engine=transformers (r1exp generates, r1exp's scorer grades)
 and once with eval.evaluator=lighteval (lighteval generates, open-r1's lighteval metric
-grades). Then joins the two samples.jsonl files and reports, per benchmark, both pass@1 values and every sample where
-they differ, sorted into
+grades). Then joins the two samples.jsonl files and reports, per benchmark, both pass@1 values
+and every sample where they differ, sorted into
 - generation: the two completions differ (the first differing characters are shown);
 - scoring: the same completion, graded differently (both extracted answers are shown).
 Prints a table and the differing samples; writes everything to <out>/parity.json.
