@@ -137,11 +137,14 @@ def test_a_request_that_keeps_failing_is_an_error_result_not_an_exception(fresh)
 
 
 def stage_cfg(tmp_path: Path, *overrides: str):
+    """The generate stage's config; another stage's with `stage=<name>` in `overrides` (a stage
+    composes only its own knobs, so the generate prompt is set for generate alone)."""
+    generating = all(o == "stage=generate" or not o.startswith("stage=") for o in overrides)
+    prompt = ["generate.prompt_template='{problem}'"] if generating else []
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"paths.output_dir={tmp_path / 'run'}", "stage=generate",
-                                           "logger=none", "generate.prompt_template='{problem}'",
-                                           *overrides])
+                                           "logger=none", *prompt, *overrides])
     return prepare(cfg)[0]
 
 
