@@ -22,25 +22,23 @@ def test_only_expandable_segments_is_left_out(conf, expected):
     assert env["OTHER"] == "1"
 
 
-def _cfg(stage, backend="transformers", mode="colocate", eval_backend="transformers",
-         engine="transformers"):
+def _cfg(stage, engine="transformers", mode="colocate", evaluator="r1exp"):
     return OmegaConf.create({
-        "stage": stage, "generate": {"engine": engine},
-        "eval": {"backend": eval_backend,
-                 "vllm": {"gpu_memory_utilization": 0.9, "tensor_parallel_size": 1}},
-        "hardware": {"generation_backend": backend, "vllm": {"mode": mode, "server_devices": 1,
-                                                             "gpu_memory_utilization": 0.3}}})
+        "stage": stage, "eval": {"evaluator": evaluator},
+        "inference": {"engine": engine,
+                      "vllm": {"gpu_memory_utilization": 0.9, "tensor_parallel_size": 1}},
+        "hardware": {"vllm": {"mode": mode, "server_devices": 1, "gpu_memory_utilization": 0.3}}})
 
 
 @pytest.mark.parametrize("cfg,hosts", [
-    (_cfg("grpo", backend="vllm"), True),
-    (_cfg("grpo", backend="vllm", mode="server"), False),   # the server is its own process
+    (_cfg("grpo", engine="vllm"), True),
+    (_cfg("grpo", engine="vllm", mode="server"), False),   # the server is its own process
     (_cfg("grpo"), False),
-    (_cfg("eval", eval_backend="vllm"), True),
-    (_cfg("eval", eval_backend="lighteval"), False),
+    (_cfg("eval", engine="vllm"), True),
+    (_cfg("eval", engine="vllm", evaluator="lighteval"), False),  # lighteval runs its own
     (_cfg("generate", engine="vllm"), True),
     (_cfg("generate", engine="openai"), False),
-    (_cfg("sft", backend="vllm"), False),
+    (_cfg("sft", engine="vllm"), False),
 ])
 def test_which_workers_host_an_engine(cfg, hosts):
     assert stage(cfg.stage).hosts_vllm_engine(cfg) is hosts

@@ -156,7 +156,7 @@ def test_metax_has_no_deepspeed_or_vllm():
     with pytest.raises(ConfigError, match="needs DeepSpeed, which hardware 'metax-c500' lacks"):
         planned(["hardware=metax-c500", "hardware.distributed=zero3"])
     with pytest.raises(ConfigError, match="has no vLLM build"):
-        planned(["hardware=metax-c500", "hardware.generation_backend=vllm"])
+        planned(["hardware=metax-c500", "inference.engine=vllm"])
 
 
 def test_unknown_reward_lists_the_valid_names():

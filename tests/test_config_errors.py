@@ -113,6 +113,32 @@ def test_the_old_resume_key_names_the_new_one(tmp_path):
     assert "use resume=never" in message
 
 
+@pytest.mark.parametrize("override,moved,use", [
+    ("eval.backend=lighteval", "eval.backend is now `eval.evaluator`", "eval.evaluator=lighteval"),
+    ("eval.vllm.gpu_memory_utilization=0.5", "eval.vllm is now `inference.vllm`",
+     "inference.vllm.gpu_memory_utilization=0.5"),
+    ("generate.endpoint_model=m", "generate.endpoint_model is now `inference.openai.model`",
+     "inference.openai.model=m"),
+    ("hardware.generation_backend=vllm",
+     "hardware.generation_backend is now `hardware.inference_engine`",
+     "hardware.inference_engine=vllm"),
+])
+def test_moved_inference_keys_name_the_new_one(tmp_path, override, moved, use):
+    message = refused(r1exp("stage=eval", override, "dry_run=true", cwd=tmp_path))
+    assert f"{override}: {moved}" in message and f"use {use}" in message
+
+
+def test_every_moved_key_names_a_key_that_exists():
+    from r1exp.command_line.group_overrides import RENAMED_KEYS
+
+    absent = object()
+    # between them they compose every node that a key moved from or to
+    configs = [composed(["stage=eval"]), composed(["stage=grpo"])]
+    for old, (new, _) in RENAMED_KEYS.items():
+        assert all(OmegaConf.select(c, old, default=absent) is absent for c in configs), old
+        assert any(OmegaConf.select(c, new, default=absent) is not absent for c in configs), new
+
+
 def test_good_group_choices_still_compose(tmp_path):
     out = r1exp("--cfg", "job", "~experiment", "reward=tag_count", "hardware='cpu'",
                 "hydra/launcher=local", "seed=3", cwd=tmp_path)
@@ -209,7 +235,7 @@ def test_eval_temperature_zero_needs_greedy_on_transformers():
     with pytest.raises(ConfigError, match="eval.temperature=0 with eval.greedy=false"):
         validate(composed(["stage=eval", "eval.temperature=0"]))
     validate(composed(["stage=eval", "eval.temperature=0", "eval.greedy=true"]))
-    validate(composed(["stage=eval", "eval.temperature=0", "eval.backend=vllm",
+    validate(composed(["stage=eval", "eval.temperature=0", "inference.engine=vllm",
                        "hardware=1xh100"]))
     # a training run checks them where it evaluates: train.benchmarks
     with pytest.raises(ConfigError, match="eval.temperature=0 with eval.greedy=false"):

@@ -90,22 +90,24 @@ def test_missing_local_benchmark_file_is_a_config_error(tmp_path):
     (["eval.greedy=true", "eval.num_samples=4"], "eval.greedy"),
     (["eval.num_samples=2", "eval.pass_k=[4]"], "eval.pass_k"),
     (["eval.benchmarks=[]"], "eval.benchmarks"),
-    (["eval.backend=onnx"], "eval.backend"),
+    (["eval.evaluator=onnx"], "eval.evaluator"),
+    (["inference.engine=openai", "inference.openai.endpoint=http://h:1/v1"],
+     "eval.evaluator=r1exp generates with one of: transformers, vllm"),
 ])
 def test_bad_eval_settings_name_the_key(tmp_path, overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         eval_cfg(tmp_path, *overrides)
 
 
-def test_vllm_backend_without_vllm_is_a_clear_error(tmp_path, monkeypatch):
+def test_vllm_engine_without_vllm_is_a_clear_error(tmp_path, monkeypatch):
     import importlib.util
 
     from r1exp.stages import make_plan
     from r1exp.launch.preflight import preflight
 
-    with pytest.raises(ConfigError, match="eval.backend=vllm"):
-        eval_cfg(tmp_path, "eval.backend=vllm", "hardware=metax-c500")  # it has no vLLM build
-    cfg = eval_cfg(tmp_path, "eval.backend=vllm", "hardware=1xh100")
+    with pytest.raises(ConfigError, match="inference.engine=vllm"):
+        eval_cfg(tmp_path, "inference.engine=vllm", "hardware=metax-c500")  # it has no vLLM build
+    cfg = eval_cfg(tmp_path, "inference.engine=vllm", "hardware=1xh100")
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "vllm" else real_find_spec(name, *a))

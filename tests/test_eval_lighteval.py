@@ -1,4 +1,4 @@
-"""eval.backend=lighteval: its environment checks, the model view, open-r1's protocol; and, with
+"""eval.evaluator=lighteval: its environment checks, the model view, open-r1's protocol; and, with
 lighteval's environment present (CI creates it), parity with r1exp's own eval and a crash."""
 
 from __future__ import annotations
@@ -91,10 +91,10 @@ def test_open_r1_preset_sets_its_prompt_gold_and_sample_counts(tmp_path, shared_
 
 def test_missing_lighteval_env_is_a_config_error_naming_the_command(tmp_path):
     with pytest.raises(ConfigError) as err:
-        eval_cfg(tmp_path, "eval.backend=lighteval", f"eval.lighteval.env={tmp_path}/nowhere")
+        eval_cfg(tmp_path, "eval.evaluator=lighteval", f"eval.lighteval.env={tmp_path}/nowhere")
     assert "no lighteval environment" in str(err.value)
     assert f"`{FIX} --path {tmp_path}/nowhere`" in str(err.value)
-    eval_cfg(tmp_path, "eval.backend=lighteval", f"eval.lighteval.env={tmp_path}/nowhere",
+    eval_cfg(tmp_path, "eval.evaluator=lighteval", f"eval.lighteval.env={tmp_path}/nowhere",
              "dry_run=true")  # a dry run may plan for a machine that has it
 
 
@@ -103,17 +103,17 @@ def test_broken_lighteval_env_is_a_config_error_naming_the_fix(tmp_path):
     (env / "bin").mkdir(parents=True)
     (env / "bin" / "python").symlink_to(sys.executable)  # a python without lighteval
     with pytest.raises(ConfigError, match="never finished"):
-        eval_cfg(tmp_path, "eval.backend=lighteval", f"eval.lighteval.env={env}")
+        eval_cfg(tmp_path, "eval.evaluator=lighteval", f"eval.lighteval.env={env}")
     (env / "r1exp-lighteval.json").write_text("{}")
     with pytest.raises(ConfigError) as err:
-        eval_cfg(tmp_path, "eval.backend=lighteval", f"eval.lighteval.env={env}")
+        eval_cfg(tmp_path, "eval.evaluator=lighteval", f"eval.lighteval.env={env}")
     assert "is broken (lighteval None, r1exp drives 0.13.0)" in str(err.value)
     assert f"`{FIX} --path {env} --force`" in str(err.value)
 
 
 def test_lighteval_runs_as_one_process(tmp_path):
     with pytest.raises(ConfigError, match="one process"):
-        eval_cfg(tmp_path, "eval.backend=lighteval", "hardware.devices_per_node=2",
+        eval_cfg(tmp_path, "eval.evaluator=lighteval", "hardware.devices_per_node=2",
                  "dry_run=true")
 
 
@@ -232,7 +232,7 @@ def test_a_lighteval_crash_fails_the_run_and_keeps_its_log(tmp_path, shared_data
     env.pop("MLFLOW_TRACKING_URI", None)
     run_dir = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, "-m", "r1exp", "stage=eval", "eval.backend=lighteval",
+        [sys.executable, "-m", "r1exp", "stage=eval", "eval.evaluator=lighteval",
          f"model.path={model}", "eval.benchmarks=[gsm8k]", "eval.limit=2", "eval.greedy=true",
          "eval.max_new_tokens=8", f"hydra.run.dir={run_dir}", f"logger.tracking_uri={uri}"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)

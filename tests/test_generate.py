@@ -43,16 +43,16 @@ def composed(tmp_path: Path, *overrides: str):
 def test_defaults_validate_and_write_under_the_run_dir(tmp_path):
     cfg = composed(tmp_path)
     assert cfg.generate.output_dir == str(tmp_path / "run" / "generated")
-    assert cfg.generate.engine == "transformers" and cfg.generate.keep == "all"
+    assert cfg.inference.engine == "transformers" and cfg.generate.keep == "all"
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["generate.engine=openai"], "needs generate.endpoint"),
-    (["generate.endpoint=http://h:1/v1"], "read by generate.engine=openai only"),
-    (["generate.engine=bogus"], "choose one of: transformers, vllm, openai"),
+    (["inference.engine=openai"], "needs inference.openai.endpoint"),
+    (["inference.openai.endpoint=http://h:1/v1"], "read by inference.engine=openai only"),
+    (["inference.engine=bogus"], "choose one of: transformers, vllm, openai"),
     (["generate.keep=best"], "choose one of: all, correct, first_correct"),
     (["generate.num_generations=0"], "generate.num_generations=0 must be >= 1"),
-    (["generate.max_in_flight=0"], "generate.max_in_flight=0"),
+    (["inference.openai.max_in_flight=0"], "inference.openai.max_in_flight=0"),
     (["generate.top_p=0"], "generate.top_p=0"),
     (["generate.prompt_template='{problem'"], "not a valid format string"),
     (["generate.prompt_template='{0} {problem}'"], "uses field(s) ['0']"),

@@ -137,19 +137,28 @@ def test_a_request_that_keeps_failing_is_an_error_result_not_an_exception(fresh)
 
 
 def stage_cfg(tmp_path: Path, *overrides: str):
+    """The generate stage's config; another stage's with `stage=<name>` in `overrides` (a stage
+    composes only its own knobs, so the generate prompt is set for generate alone)."""
+    generating = all(o == "stage=generate" or not o.startswith("stage=") for o in overrides)
+    prompt = ["generate.prompt_template='{problem}'"] if generating else []
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"paths.output_dir={tmp_path / 'run'}", "stage=generate",
-                                           "logger=none", "generate.prompt_template='{problem}'",
-                                           *overrides])
+                                           "logger=none", *prompt, *overrides])
     return prepare(cfg)[0]
 
 
+OPENAI_KNOBS = ("endpoint", "model", "max_in_flight", "request_timeout_s", "max_retries",
+                "retry_backoff_s", "retry_backoff_max_s")
+
+
 def openai_overrides(server: str, **extra) -> list[str]:
-    settings = {"engine": "openai", "endpoint": server, "limit": 4, "num_generations": 3,
-                "max_new_tokens": 3, "shard_size": 2, "max_in_flight": 2,
-                "retry_backoff_s": 0.05, "retry_backoff_max_s": 0.2, **extra}
-    return [f"generate.{k}={v}" for k, v in settings.items()]
+    settings = {"endpoint": server, "limit": 4, "num_generations": 3, "max_new_tokens": 3,
+                "shard_size": 2, "max_in_flight": 2, "retry_backoff_s": 0.05,
+                "retry_backoff_max_s": 0.2, **extra}
+    return ["inference.engine=openai", *(
+        f"inference.openai.{k}={v}" if k in OPENAI_KNOBS else f"generate.{k}={v}"
+        for k, v in settings.items())]
 
 
 def ledger_rows(out: Path) -> list[dict]:
@@ -242,7 +251,7 @@ def test_kill_and_resume_gives_the_uninterrupted_row_set(fresh, tmp_path):
 
 
 def test_transformers_engine_on_cpu_and_sft_reads_the_output(tmp_path):
-    cfg = stage_cfg(tmp_path, "generate.engine=transformers", "generate.limit=2",
+    cfg = stage_cfg(tmp_path, "inference.engine=transformers", "generate.limit=2",
                     "generate.num_generations=2", "generate.max_new_tokens=8",
                     "generate.temperature=0")
     metrics = run_stage(cfg)

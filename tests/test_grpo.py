@@ -1,4 +1,4 @@
-"""GRPO stage: config -> TRL arguments, generation backend per profile, the vLLM preflight."""
+"""GRPO stage: config -> TRL arguments, the rollout engine per profile, the vLLM preflight."""
 
 from __future__ import annotations
 
@@ -78,32 +78,39 @@ def test_gradient_checkpointing_reaches_trl_without_the_deprecated_name(enabled)
 
 
 @pytest.mark.parametrize("hardware", HARDWARE)
-def test_generation_backend_follows_the_profile(hardware):
-    from r1exp.stages.grpo import generation_backend_arguments
+def test_the_rollout_engine_follows_the_profile(hardware):
+    from r1exp.stages.grpo import generation_arguments
 
     cfg = config(f"hardware={hardware}")
-    if cfg.hardware.generation_backend == "vllm" and cfg.hardware.vllm.mode == "server":
+    assert cfg.inference.engine == cfg.hardware.inference_engine
+    if cfg.inference.engine == "vllm" and cfg.hardware.vllm.mode == "server":
         with pytest.raises(RuntimeError, match="R1EXP_VLLM_SERVER_URL"):
-            generation_backend_arguments(cfg)  # the controller must have started the server
+            generation_arguments(cfg)  # the controller must have started the server
         return
-    args = generation_backend_arguments(cfg)
-    assert args["use_vllm"] is (cfg.hardware.generation_backend == "vllm")
+    args = generation_arguments(cfg)
+    assert args["use_vllm"] is (cfg.inference.engine == "vllm")
+
+
+def test_grpo_refuses_the_openai_engine_naming_the_ones_it_runs():
+    with pytest.raises(ConfigError, match=r"inference.engine='openai': stage=grpo .* one of: "
+                                          r"transformers, vllm"):
+        config("inference.engine=openai", "inference.openai.endpoint=http://h:1/v1")
 
 
 def test_vllm_server_mode_points_trl_at_the_controllers_server(monkeypatch):
-    from r1exp.stages.grpo import generation_backend_arguments
+    from r1exp.stages.grpo import generation_arguments
 
     monkeypatch.setenv("R1EXP_VLLM_SERVER_URL", "http://127.0.0.1:8000")
-    args = generation_backend_arguments(config("hardware=8xh100"))
+    args = generation_arguments(config("hardware=8xh100"))
     assert args == {"use_vllm": True, "vllm_mode": "server", "vllm_gpu_memory_utilization": 0.7,
                     "vllm_server_base_url": "http://127.0.0.1:8000"}
 
 
 def test_vllm_colocate_override():
-    from r1exp.stages.grpo import generation_backend_arguments
+    from r1exp.stages.grpo import generation_arguments
 
-    args = generation_backend_arguments(config(
-        "hardware=1xh100", "hardware.generation_backend=vllm", "hardware.vllm.mode=colocate"))
+    args = generation_arguments(config(
+        "hardware=1xh100", "inference.engine=vllm", "hardware.vllm.mode=colocate"))
     assert args["use_vllm"] and args["vllm_mode"] == "colocate"
 
 
@@ -113,7 +120,7 @@ def test_asking_for_vllm_without_it_installed_fails_before_loading_anything(monk
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "vllm" else real_find_spec(name, *a))
-    cfg = config("hardware=1xh100", "hardware.generation_backend=vllm")
+    cfg = config("hardware=1xh100", "inference.engine=vllm")
     with pytest.raises(ConfigError, match="vLLM is not installed"):
         preflight(cfg, make_plan(cfg))
 

@@ -178,7 +178,7 @@ def test_reference_model_and_kv_cache_count_for_grpo():
 
 
 def test_vllm_counts_its_reserved_share_not_a_kv_cache(tmp_path):
-    _, colocated = planned(["hardware=1xh100", "hardware.generation_backend=vllm",
+    _, colocated = planned(["hardware=1xh100", "inference.engine=vllm",
                             "model=qwen2.5-1.5b-instruct"], tmp_path)
     assert colocated.memory.terms["vllm_reserved"] == pytest.approx(0.3 * 80 * GB)
     assert colocated.memory.terms.get("kv_cache", 0) == 0  # vLLM holds its own KV cache
@@ -186,14 +186,14 @@ def test_vllm_counts_its_reserved_share_not_a_kv_cache(tmp_path):
     _, served = planned(["hardware=8xh100", "train.global_batch_size=56"], tmp_path)
     assert served.memory.terms.get("vllm_reserved", 0) == 0  # not on the training GPUs
     assert "on the server's GPU(s)" in served.render()
-    cpu_cfg, cpu = planned(["hardware=cpu", "hardware.generation_backend=vllm"], tmp_path)
+    cpu_cfg, cpu = planned(["hardware=cpu", "inference.engine=vllm"], tmp_path)
     assert cpu.vllm_memory is None
     # on a CPU vLLM's share is of host memory: no device bytes (the GPU bench's --tiny needs it)
     assert workload_from_config(cpu_cfg, stage("grpo"), 1, 2, 1).vllm_bytes == 0
 
 
 def test_vllm_share_too_small_for_the_weights_fails_in_the_dry_run(tmp_path):
-    with pytest.raises(ConfigError, match=r"eval.vllm.gpu_memory_utilization=0.9 reserves 10.8 "
-                                          r"GB on each GPU, less than the model's 15.2 GB"):
-        planned(["stage=eval", "eval.backend=vllm", "hardware=rtx3060-12g",
+    with pytest.raises(ConfigError, match=r"inference.vllm.gpu_memory_utilization=0.9 reserves "
+                                          r"10.8 GB on each GPU, less than the model's 15.2 GB"):
+        planned(["stage=eval", "inference.engine=vllm", "hardware=rtx3060-12g",
                  "model=qwen2.5-math-7b"], tmp_path)

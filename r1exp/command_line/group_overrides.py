@@ -26,9 +26,29 @@ from r1exp.config.stage_nodes import KNOB_NODES, foreign_knob_overrides
 from r1exp.errors import ConfigError, config_error_exit
 from r1exp.stages import STAGES
 
-# Keys that moved, with why: the old spelling gets a config error naming the new one.
-RENAMED_KEYS = {"train.resume": ("resume", "every stage resumes, an eval and a generation too, "
-                                           "and only training stages compose `train`")}
+# Keys that moved, with why: the old spelling gets a config error naming the new one. A key
+# under a moved node moves with it (`eval.vllm.max_model_len` -> `inference.vllm.max_model_len`).
+_ONE_ENGINE_NODE = "eval, generate and GRPO's rollouts read one engine node, `inference`"
+RENAMED_KEYS = {
+    "train.resume": ("resume", "every stage resumes, an eval and a generation too, "
+                               "and only training stages compose `train`"),
+    "eval.backend": ("eval.evaluator", "r1exp | lighteval; r1exp's engine is inference.engine: "
+                                       "eval.backend=vllm is inference.engine=vllm"),
+    "eval.batch_tokens": ("inference.batch_tokens", _ONE_ENGINE_NODE),
+    "eval.vllm": ("inference.vllm", _ONE_ENGINE_NODE),
+    "generate.engine": ("inference.engine", _ONE_ENGINE_NODE),
+    "generate.endpoint": ("inference.openai.endpoint", _ONE_ENGINE_NODE),
+    "generate.endpoint_model": ("inference.openai.model", _ONE_ENGINE_NODE),
+    "generate.max_in_flight": ("inference.openai.max_in_flight", _ONE_ENGINE_NODE),
+    "generate.request_timeout_s": ("inference.openai.request_timeout_s", _ONE_ENGINE_NODE),
+    "generate.max_retries": ("inference.openai.max_retries", _ONE_ENGINE_NODE),
+    "generate.retry_backoff_s": ("inference.openai.retry_backoff_s", _ONE_ENGINE_NODE),
+    "generate.retry_backoff_max_s": ("inference.openai.retry_backoff_max_s", _ONE_ENGINE_NODE),
+    "hardware.generation_backend": ("hardware.inference_engine",
+                                    "the profile's default of inference.engine, which GRPO's "
+                                    "rollouts read as eval and generate do; a run picks its "
+                                    "engine with inference.engine=vllm"),
+}
 # Options of these are expanded by Hydra itself from the group's listing (`glob(*)`).
 _EXPANDED_SWEEPS = (ValueType.GLOB_CHOICE_SWEEP,)
 _NUMERIC_SWEEPS = (ValueType.RANGE_SWEEP, ValueType.INTERVAL_SWEEP)
@@ -76,6 +96,9 @@ def check_group_overrides(overrides: list[str], config_dir: str) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException:
         return  # Hydra's own message shows where the syntax breaks
+    renamed = [_renamed(o) for o in parsed if _moved(o.key_or_group)]
+    if renamed:  # Hydra would refuse them as keys not in the config, without the new name
+        raise ConfigError("\n".join(renamed))
     candidates = [o for o in parsed if "." not in o.key_or_group]
     knobs = [o for o in parsed if _node(o) in KNOB_NODES]
     if not candidates and not knobs:
@@ -83,18 +106,26 @@ def check_group_overrides(overrides: list[str], config_dir: str) -> None:
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         groups = _Groups(GlobalHydra.instance().config_loader())
         problems = [problem for o in candidates for problem in _problems(o, groups)]
-        problems += [_renamed(o) for o in knobs if o.key_or_group in RENAMED_KEYS]
         if not problems and knobs:
             problems = _foreign_knobs(parsed, knobs)
     if problems:
         raise ConfigError("\n".join(problems))
 
 
+def _moved(key: str) -> tuple[str, str] | None:
+    """The entry of RENAMED_KEYS that `key` is, or lies under; None where it did not move."""
+    for old in RENAMED_KEYS:
+        if key == old or key.startswith(old + "."):
+            return old, RENAMED_KEYS[old][0]
+    return None
+
+
 def _renamed(override: Override) -> str:
-    new, why = RENAMED_KEYS[override.key_or_group]
+    old, new = _moved(override.key_or_group)
+    new_key = new + override.key_or_group[len(old):]
     value = override.input_line.split("=", 1)[1] if "=" in override.input_line else "..."
-    return (f"{override.input_line}: {override.key_or_group} is now `{new}` ({why}); "
-            f"use {new}={value}")
+    return (f"{override.input_line}: {old} is now `{new}` ({RENAMED_KEYS[old][1]}); "
+            f"use {new_key}={value}")
 
 
 def _node(override: Override) -> str:

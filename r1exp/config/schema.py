@@ -101,7 +101,7 @@ class HardwareConfig:
     per_device_eval_batch_size: int = MISSING
     gradient_checkpointing: bool = MISSING
     distributed: str = MISSING
-    generation_backend: str = MISSING
+    inference_engine: str = MISSING  # inference.engine's default on this hardware
     vllm: VLLMConfig = MISSING
     perf: PerfConfig = MISSING
     lacks: List[str] = MISSING
@@ -169,10 +169,31 @@ class GRPOConfig:
 
 
 @dataclass
-class EvalVLLMConfig:
+class InferenceVLLMConfig:
     tensor_parallel_size: int = MISSING
     gpu_memory_utilization: float = MISSING
     max_model_len: Optional[int] = MISSING
+
+
+@dataclass
+class InferenceOpenAIConfig:
+    endpoint: Optional[str] = MISSING
+    model: Optional[str] = MISSING
+    max_in_flight: int = MISSING
+    request_timeout_s: float = MISSING
+    max_retries: int = MISSING
+    retry_backoff_s: float = MISSING
+    retry_backoff_max_s: float = MISSING
+
+
+@dataclass
+class InferenceConfig:
+    """The engine eval, generate and GRPO's rollouts generate with (conf/inference/)."""
+
+    engine: str = MISSING
+    batch_tokens: int = MISSING
+    vllm: InferenceVLLMConfig = MISSING
+    openai: InferenceOpenAIConfig = MISSING
 
 
 @dataclass
@@ -193,14 +214,12 @@ class EvalConfig:
     greedy: bool = MISSING
     max_new_tokens: int = MISSING
     limit: Optional[int] = MISSING
-    backend: str = MISSING
+    evaluator: str = MISSING
     prompt: str = MISSING
     choice_prompt: str = MISSING
     system_prompt: Optional[str] = MISSING
     use_chat_template: bool = MISSING
-    batch_tokens: int = MISSING
     score_timeout_s: float = MISSING
-    vllm: EvalVLLMConfig = MISSING
     lighteval: EvalLightevalConfig = MISSING
 
 
@@ -230,14 +249,6 @@ class GenerateConfig:
     max_new_tokens: int = MISSING
     prompt_template: str = MISSING
     limit: Optional[int] = MISSING
-    engine: str = MISSING
-    endpoint: Optional[str] = MISSING
-    endpoint_model: Optional[str] = MISSING
-    max_in_flight: int = MISSING
-    request_timeout_s: float = MISSING
-    max_retries: int = MISSING
-    retry_backoff_s: float = MISSING
-    retry_backoff_max_s: float = MISSING
     keep: str = MISSING
     score_timeout_s: float = MISSING
     output_dir: str = MISSING
@@ -282,3 +293,4 @@ class RunConfig:
     # The benchmark specs the run evaluates (eval.benchmarks or train.benchmarks), by name.
     benchmark: Dict[str, BenchmarkConfig] = field(default_factory=dict)
     generate: Optional[GenerateConfig] = None
+    inference: Optional[InferenceConfig] = None

@@ -6,7 +6,7 @@ and distill-then-sft sets sft's for its generate step. The benchmark catalogue h
 spec. The resolved config (resolved.yaml, the resume fingerprint, MLflow params) keeps only
 what the stage computes with, so a knob of another stage or an unnamed benchmark changes
 nothing about a run. What a stage reads is what its module declares: CONFIG_SECTIONS, and
-eval's node plus the named benchmark specs where BENCHMARKS_KEY names any.
+eval's and inference's nodes plus the named benchmark specs where BENCHMARKS_KEY names any.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from r1exp.errors import ConfigError
 
 # Top-level nodes that belong to a stage; the rest (model, dataset, hardware, paths, ...)
 # shape every run.
-KNOB_NODES = ("train", "sft", "grpo", "reward", "eval", "benchmark", "generate")
-EVALUATION_NODES = ("eval", "benchmark")
+KNOB_NODES = ("train", "sft", "grpo", "reward", "eval", "benchmark", "generate", "inference")
+# What evaluating reads: eval's knobs, the named benchmark specs, and the engine it generates with.
+EVALUATION_NODES = ("eval", "benchmark", "inference")
 
 
 def nodes_read(stage: Stage | None, config: Any = None) -> set[str]:

@@ -25,15 +25,15 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "hardware.attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2",
                                      "flex_attention"),
     "hardware.distributed": ("none", "ddp", "zero2", "zero3"),
-    "hardware.generation_backend": ("transformers", "vllm"),
+    "hardware.inference_engine": ("transformers", "vllm", "openai"),
     "hardware.perf.packed_attention": ("flex_attention", "sdpa"),  # r1exp/perf/fast_paths.py
     "hardware.vllm.mode": ("colocate", "server"),
     "dataset.source": ("generated", "hub", "local"),
     "resume": ("auto", "never"),
-    "eval.backend": ("transformers", "vllm", "lighteval"),
-    "generate.engine": ("transformers", "vllm", "openai"),
+    "eval.evaluator": ("r1exp", "lighteval"),
     "generate.keep": ("all", "correct", "first_correct"),
     "logger.name": ("mlflow", "none"),
+    "inference.engine": ("transformers", "vllm", "openai"),
 }
 HARDWARE_FEATURES = ("flash_attn", "vllm", "deepspeed")
 
@@ -99,10 +99,10 @@ def _check_hardware(cfg: DictConfig) -> None:
                     f"hardware.perf.{key}=true on the {hw.accelerator} profile '{hw.name}': it "
                     f"needs a CUDA device; use hardware.perf.{key}=false"
                 )
-    if hw.generation_backend == "vllm" and "vllm" in hw.lacks:
+    if cfg.inference is not None and cfg.inference.engine == "vllm" and "vllm" in hw.lacks:
         raise ConfigError(
-            f"hardware.generation_backend=vllm but hardware '{hw.name}' has no vLLM build; "
-            "use hardware.generation_backend=transformers"
+            f"inference.engine=vllm but hardware '{hw.name}' has no vLLM build; "
+            "use inference.engine=transformers"
         )
 
 
@@ -112,8 +112,9 @@ def _check_eval_sampling(cfg: DictConfig) -> None:
     e = cfg.eval
     if e is None:  # the stage evaluates nothing
         return
-    if e.backend == "transformers" and e.temperature == 0 and not e.greedy:
+    if (e.evaluator == "r1exp" and cfg.inference.engine == "transformers"
+            and e.temperature == 0 and not e.greedy):
         raise ConfigError(
-            "eval.temperature=0 with eval.greedy=false: the transformers backend samples only "
+            "eval.temperature=0 with eval.greedy=false: the transformers engine samples only "
             "at a temperature > 0; use eval.greedy=true for greedy decoding"
         )

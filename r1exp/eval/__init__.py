@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from r1exp.eval.benchmarks import check_benchmarks
 from r1exp.eval.evaluators import EVALUATORS, evaluator
-from r1exp.eval.runner import check_eval_settings
+from r1exp.eval.runner import check_eval_settings, evaluating_engine
 from r1exp.eval.runner import evaluate_model as _evaluate
 
 
@@ -20,8 +20,8 @@ def check(cfg, benchmarks, key: str) -> None:
     """Cheap config checks for evaluating `benchmarks` (named at config key `key`)."""
     check_benchmarks(cfg, benchmarks, key)
     check_eval_settings(cfg)
-    if cfg.eval.backend in EVALUATORS:
-        evaluator(cfg.eval.backend).check(cfg, benchmarks)
+    if cfg.eval.evaluator in EVALUATORS:
+        evaluator(cfg.eval.evaluator).check(cfg, benchmarks)
 
 
-__all__ = ["check", "evaluate_model"]
+__all__ = ["check", "evaluate_model", "evaluating_engine"]

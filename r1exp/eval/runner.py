@@ -23,11 +23,17 @@ from r1exp.eval.benchmarks import benchmark_problems, check_benchmarks, num_samp
 from r1exp.eval.evaluators import EVALUATORS, evaluator
 from r1exp.eval.passk import k_values, summarize
 from r1exp.inference import Problem, Request, Sampling, build_engine, samples
+from r1exp.inference.options import check_inference
 from r1exp.models.loading import resolve_model_dir
 from r1exp.rewards import grade_math, start_scoring_workers
 from r1exp.rundir import EVAL_DIR, EVAL_RESULTS, RunDir, fingerprint
 
 log = logging.getLogger(__name__)
+# The engines r1exp's evaluator runs: those that load the weights evaluated here (samples are
+# keyed by those weights, and train.benchmarks evaluates the checkpoint just trained). An
+# OpenAI-compatible server serves a model of its own.
+EVAL_ENGINES = ("transformers", "vllm")
+OWN_EVALUATOR = "r1exp"
 
 
 def evaluate_model(cfg, model_dir: str | None = None, benchmarks=None,
@@ -47,7 +53,7 @@ def evaluate_model(cfg, model_dir: str | None = None, benchmarks=None,
         model_cfg = OmegaConf.merge(cfg.model, {"path": str(model_dir)})
     rank, world_size = _rank()
     run = _tracked_run() if rank == 0 else None
-    if cfg.eval.backend in EVALUATORS:
+    if cfg.eval.evaluator in EVALUATORS:
         results = _evaluator_results(cfg, model_cfg, names, out, run)
     else:
         results = _generate_and_score(cfg, model_cfg, names, out, rank, world_size, run)
@@ -61,16 +67,21 @@ def evaluate_model(cfg, model_dir: str | None = None, benchmarks=None,
     return outputs.mlflow_metrics(results)
 
 
+def evaluating_engine(cfg) -> str | None:
+    """The inference engine eval generates with; None where another evaluator generates."""
+    return cfg.inference.engine if cfg.eval.evaluator == OWN_EVALUATOR else None
+
+
 def _generate_and_score(cfg, model_cfg, names, out: Path, rank: int, world_size: int, run) -> dict:
     # Fork the scorers before the model makes this process big; they warm up while it loads.
     start_scoring_workers(wait=False)
     sampling = Sampling.of(cfg.eval, cfg.seed)
-    engine = build_engine(cfg.eval.backend, cfg, model_cfg, sampling, key="eval.backend",
-                          chat_template=bool(cfg.eval.use_chat_template))
+    engine = build_engine(cfg.inference.engine, cfg, model_cfg, sampling,
+                          key="inference.engine", chat_template=bool(cfg.eval.use_chat_template))
     engine.open()
     model_source = resolve_model_dir(model_cfg, cfg.paths.cache_dir)
     results = {
-        "model": model_source, "backend": cfg.eval.backend, "num_samples": cfg.eval.num_samples,
+        "model": model_source, "backend": cfg.inference.engine, "num_samples": cfg.eval.num_samples,
         "sampling": asdict(sampling), "benchmarks": {},
     }
     try:
@@ -104,19 +115,21 @@ def _evaluator_results(cfg, model_cfg, names, out: Path, run) -> dict:
     same."""
     problems = {name: benchmark_problems(cfg, name) for name in names}
     try:
-        report = evaluator(cfg.eval.backend).evaluate(cfg, model_cfg, problems, out)
+        report = evaluator(cfg.eval.evaluator).evaluate(cfg, model_cfg, problems, out)
     except BaseException:
         if run is not None:  # the evaluator's log goes with the run that is about to be FAILED
             run.log_artifacts(out, EVAL_DIR)
         raise
     results = {
-        "model": report.model, "backend": cfg.eval.backend, "num_samples": cfg.eval.num_samples,
+        "model": report.model, "backend": cfg.eval.evaluator, "num_samples": cfg.eval.num_samples,
         "sampling": asdict(Sampling.of(cfg.eval, cfg.seed)), "benchmarks": {},
         "peer": report.about,
     }
     for name in names:
         records = report.records[name]
-        settings = {**_settings(cfg, report.model, name), "backend": cfg.eval.backend}
+        # "backend": the evaluator's name under the key earlier versions wrote, so its samples
+        # keep their fingerprint
+        settings = {**_settings(cfg, report.model, name), "backend": cfg.eval.evaluator}
         config_hash = fingerprint(settings)
         outputs.write_samples(out / name, ({**record, "config": config_hash}
                                            for record in records))
@@ -283,17 +296,12 @@ def check_eval_settings(cfg) -> None:
         raise ConfigError(f"eval.pass_k={list(e.pass_k)}: each k must be in 1..{fewest}, the "
                           f"fewest samples per problem (eval.num_samples, "
                           f"eval.num_samples_by_benchmark); {bad} is not")
-    for key in ("max_new_tokens", "batch_tokens"):
-        if e[key] < 1:
-            raise ConfigError(f"eval.{key}={e[key]} must be >= 1")
+    if e.max_new_tokens < 1:
+        raise ConfigError(f"eval.max_new_tokens={e.max_new_tokens} must be >= 1")
     if e.limit is not None and e.limit < 1:
         raise ConfigError(f"eval.limit={e.limit} must be >= 1 or null (all problems)")
     if not (0.0 < e.top_p <= 1.0) or e.temperature < 0:
         raise ConfigError(f"eval.top_p={e.top_p} must be in (0, 1] and eval.temperature="
                           f"{e.temperature} >= 0")
-    if e.backend == "vllm" and "vllm" in cfg.hardware.lacks:
-        raise ConfigError(f"eval.backend=vllm but hardware '{cfg.hardware.name}' has no vLLM "
-                          "build; use eval.backend=transformers")
-    if e.backend == "vllm" and e.vllm.tensor_parallel_size < 1:
-        raise ConfigError(f"eval.vllm.tensor_parallel_size={e.vllm.tensor_parallel_size} "
-                          "must be >= 1")
+    if e.evaluator == OWN_EVALUATOR:
+        check_inference(cfg, EVAL_ENGINES, "eval.evaluator=r1exp")

@@ -7,6 +7,7 @@
 - engines:     `transformers` (transformers_engine), `vllm` (vllm_engine, offline LLM.generate),
                `openai` (openai_engine over openai_client: any OpenAI-compatible server)
 The eval pipeline (r1exp.eval) and the generate stage use it; GRPO generates through TRL.
+`options`: the `inference` node (engine per stage, its knobs) that all of them read.
 Nothing here imports torch, transformers, vllm or httpx at import time.
 """
 

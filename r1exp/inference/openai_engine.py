@@ -1,5 +1,5 @@
 """Engine `openai`: an OpenAI-compatible server (`vllm serve`, SGLang) over HTTP, streamed with
-at most `generate.max_in_flight` requests outstanding (r1exp.inference.openai_client).
+at most `inference.openai.max_in_flight` requests outstanding (r1exp.inference.openai_client).
 
 The server applies the chat template; a request that keeps failing comes back as a Result
 with `error` set, never as an exception.
@@ -24,8 +24,8 @@ from r1exp.inference.registry import register
 @register("openai")
 class OpenAIEngine:
     def __init__(self, options, sampling: Sampling):
-        self.options, self.sampling = options, sampling  # the generate section's endpoint knobs
-        self._model: str | None = options.endpoint_model
+        self.options, self.sampling = options, sampling  # the inference.openai knobs
+        self._model: str | None = options.model
 
     @classmethod
     def from_config(cls, cfg, model_cfg, sampling: Sampling, *,
@@ -33,7 +33,7 @@ class OpenAIEngine:
         if not chat_template:
             raise ConfigError("the openai engine sends chat messages (the server applies the "
                               "template); it cannot send raw prompts (use_chat_template=false)")
-        return cls(cfg.generate, sampling)
+        return cls(cfg.inference.openai, sampling)
 
     def check(self) -> None:
         self.model()  # the endpoint answers and serves the model asked for
@@ -50,11 +50,12 @@ class OpenAIEngine:
             try:
                 served = asyncio.run(list_models(endpoint))
             except Exception as err:  # connection refused, DNS, HTTP error: all say the same
-                raise ConfigError(f"generate.endpoint={endpoint!r} does not answer GET /models "
-                                  f"({type(err).__name__}: {err}); is the server up?") from None
+                raise ConfigError(f"inference.openai.endpoint={endpoint!r} does not answer GET "
+                                  f"/models ({type(err).__name__}: {err}); is the server up?"
+                                  ) from None
             if len(served) != 1:
-                raise ConfigError(f"generate.endpoint serves {served or 'no models'}; choose one "
-                                  "with generate.endpoint_model=<name>")
+                raise ConfigError(f"inference.openai.endpoint serves {served or 'no models'}; "
+                                  "choose one with inference.openai.model=<name>")
             self._model = served[0]
         return self._model
 

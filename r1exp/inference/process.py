@@ -39,7 +39,7 @@ def claim_gpus(per_rank: int) -> None:
     mine = devices[index * per_rank:(index + 1) * per_rank]
     if len(mine) < per_rank:
         raise ConfigError(
-            f"eval.vllm.tensor_parallel_size={per_rank} on rank {index} needs GPUs "
+            f"inference.vllm.tensor_parallel_size={per_rank} on rank {index} needs GPUs "
             f"{index * per_rank}..{(index + 1) * per_rank - 1}, but only "
             f"{len(devices)} are visible; lower it or run fewer processes "
             "(hardware.devices_per_node)"

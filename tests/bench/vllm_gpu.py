@@ -4,9 +4,9 @@
     python -m tests.bench.vllm_gpu --out /tmp/vg --parts eval,colocate
 
 Parts, each `python -m r1exp ...` as a user types it (logger=none; MLflow does not travel):
-- eval: `stage=eval eval.backend=vllm` on MATH-500 (greedy), then bare `vllm.LLM.generate` on
+- eval: `stage=eval inference.engine=vllm` on MATH-500 (greedy), then bare `vllm.LLM.generate` on
   the same prompts in a fresh process; tokens/s of both.
-- generate: `stage=generate generate.engine=vllm` on MATH-500 problems, then bare vLLM with
+- generate: `stage=generate inference.engine=vllm` on MATH-500 problems, then bare vLLM with
   the same prompts and number of samples.
 - colocate: GRPO with TRL's vLLM colocated on 1 GPU, 20 steps, 16 completions x 256 tokens,
   the policy check every 5 steps.
@@ -70,7 +70,7 @@ def grpo_overrides(server: bool) -> list[str]:
                "hardware.vllm.gpu_memory_utilization=0.5", "train.max_steps=10",
                "grpo.vllm_sync_check_steps=2", "train.learning_rate=1e-4"]
               if server else
-              ["hardware=1xh100", "hardware.generation_backend=vllm",
+              ["hardware=1xh100", "inference.engine=vllm",
                "hardware.vllm.mode=colocate", "train.max_steps=20",
                "grpo.vllm_sync_check_steps=5"])
     # Rewards without math (random weights write no answers); their spread gives gradients.
@@ -166,7 +166,7 @@ def main() -> None:
 
     if "eval" in parts:
         run_dir, outcome = run("eval", [
-            "stage=eval", "hardware=1xh100", "eval.backend=vllm", "eval.benchmarks=[math500]",
+            "stage=eval", "hardware=1xh100", "inference.engine=vllm", "eval.benchmarks=[math500]",
             "eval.greedy=true", f"eval.max_new_tokens={EVAL_TOKENS}", f"eval.limit={EVAL_PROBLEMS}",
         ], one_gpu)
         results["eval"] = stage_result(run_dir, outcome, "eval")
@@ -178,7 +178,7 @@ def main() -> None:
             args.out, one_gpu, args.limit_s)
     if "generate" in parts:
         run_dir, outcome = run("generate", [
-            "stage=generate", "hardware=1xh100", "dataset=math500", "generate.engine=vllm",
+            "stage=generate", "hardware=1xh100", "dataset=math500", "inference.engine=vllm",
             f"generate.limit={GENERATE_PROBLEMS}", f"generate.num_generations={GENERATE_SAMPLES}",
             f"generate.max_new_tokens={GENERATE_TOKENS}",
         ], one_gpu)

@@ -1,6 +1,7 @@
-"""Evaluators other than r1exp's own pipeline, by name (`eval.backend`).
+"""Evaluators other than r1exp's own pipeline, by name (`eval.evaluator`).
 
-r1exp's pipeline (r1exp.eval.runner) generates through an inference engine and scores with
+r1exp's pipeline (`eval.evaluator=r1exp`, r1exp.eval.runner) generates through the inference
+engine (`inference.engine`) and scores with
 r1exp.rewards. An evaluator here is a whole other pipeline: it generates and scores with its
 own tool, from the problems the runner loaded, and hands back per-sample records that the
 runner writes and summarizes as it does its own. Each is a module with `check(cfg, benchmarks)`

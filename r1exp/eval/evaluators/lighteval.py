@@ -1,4 +1,4 @@
-"""`eval.backend=lighteval`: lighteval generates and scores, with open-r1's task definitions.
+"""`eval.evaluator=lighteval`: lighteval generates and scores, with open-r1's task definitions.
 
 The seeds' published numbers come from `lighteval vllm ... custom|math_500|0|0` with open-r1's
 task file. This evaluator runs the same definitions (r1exp/eval/lighteval_runtime/
@@ -63,15 +63,15 @@ def check(cfg, benchmarks) -> None:
     hw = cfg.hardware
     if hw.num_nodes * hw.devices_per_node > 1:
         raise ConfigError(
-            "eval.backend=lighteval runs as one process (lighteval's vLLM engine spreads over "
-            "the GPUs itself: eval.vllm.tensor_parallel_size, "
+            "eval.evaluator=lighteval runs as one process (lighteval's vLLM engine spreads over "
+            "the GPUs itself: inference.vllm.tensor_parallel_size, "
             "eval.lighteval.model_args.data_parallel_size); use hardware.devices_per_node=1")
     if cfg.dry_run:  # a dry run may plan for another machine than this one
         return
     try:
         status = check_env(settings.env)
     except LightevalEnvError as err:
-        raise ConfigError(f"eval.backend=lighteval: {err}") from None
+        raise ConfigError(f"eval.evaluator=lighteval: {err}") from None
     if settings.engine == "vllm" and not status.has_vllm:
         raise ConfigError(
             f"eval.lighteval.engine=vllm but the lighteval environment at {settings.env} has no "
@@ -159,11 +159,12 @@ def _model_parameters(cfg, model_cfg, engine: str, view: Path, tmp: str) -> dict
     }
     if e.system_prompt:
         params["system_prompt"] = e.system_prompt
-    if engine == "vllm":
-        params.update(tensor_parallel_size=int(e.vllm.tensor_parallel_size),
-                      gpu_memory_utilization=float(e.vllm.gpu_memory_utilization), seed=cfg.seed)
-        if e.vllm.max_model_len:
-            params["max_model_length"] = int(e.vllm.max_model_len)
+    if engine == "vllm":  # lighteval's vLLM takes the sizes r1exp's vllm engine reads
+        v = cfg.inference.vllm
+        params.update(tensor_parallel_size=int(v.tensor_parallel_size),
+                      gpu_memory_utilization=float(v.gpu_memory_utilization), seed=cfg.seed)
+        if v.max_model_len:
+            params["max_model_length"] = int(v.max_model_len)
     else:
         params.update(device="cpu" if hw.accelerator == "cpu" else "cuda",
                       batch_size=int(hw.per_device_eval_batch_size))
