@@ -78,7 +78,8 @@ class VLLMConfig:
 
 @dataclass
 class PerfConfig:
-    """Speed levers that keep the maths the same (r1exp/perf/fast_paths.py)."""
+    """Speed levers (r1exp/perf/fast_paths.py). All keep the maths the same except sft_packing,
+    which changes what train.global_batch_size counts (packed rows)."""
 
     liger_kernel: bool = MISSING
     torch_compile: bool = MISSING
