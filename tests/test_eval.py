@@ -191,12 +191,11 @@ class EchoEngine:
 def echo_eval(tmp_path, monkeypatch, shared_data, problems: int):
     """An eval of the first `problems` GSM8K problems, 2 samples each, by EchoEngine."""
     from r1exp.eval import runner
-    from r1exp.models import loading
 
     rows = (shared_data / "gsm8k_test.jsonl").read_text().splitlines()[:problems]
     local = tmp_path / f"gsm8k{problems}.jsonl"
     local.write_text("\n".join(rows) + "\n")
-    monkeypatch.setattr(loading, "resolve_model_dir", lambda *a, **k: "fake-model")
+    monkeypatch.setattr(runner, "resolve_model_dir", lambda *a, **k: "fake-model")
     monkeypatch.setattr(runner, "build_engine", lambda name, cfg, *a, **k: EchoEngine(cfg))
     return eval_cfg(tmp_path, "eval.benchmarks=[gsm8k]", "eval.num_samples=2",
                     "benchmark.gsm8k.source=local", f"benchmark.gsm8k.path={local}")

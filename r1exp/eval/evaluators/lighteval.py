@@ -29,7 +29,7 @@ from pathlib import Path
 
 from r1exp.errors import ConfigError
 from r1exp.eval.benchmarks import num_samples
-from r1exp.eval.evaluators import Report
+from r1exp.eval.evaluators import Evaluator, Report, register
 from r1exp.eval.evaluators.lighteval_model import local_model_dir, write_view
 from r1exp.eval.lighteval_env import LightevalEnvError, check_env, fix_command
 from r1exp.models.loading import resolve_model_dir
@@ -235,3 +235,6 @@ def _reported_pass_at_1(results: dict, task: dict) -> tuple[str, float]:
     scores = results[task["name"]]
     (metric,) = [k for k in scores if not k.endswith("_stderr")]
     return metric, float(scores[metric])
+
+
+EVALUATOR = register(Evaluator(name="lighteval", check=check, evaluate=evaluate))
