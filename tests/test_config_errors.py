@@ -115,6 +115,7 @@ def test_the_old_resume_key_names_the_new_one(tmp_path):
 
 @pytest.mark.parametrize("override,moved,use", [
     ("eval.backend=lighteval", "eval.backend is now `eval.evaluator`", "eval.evaluator=lighteval"),
+    ("eval.backend=vllm", "eval.backend is now `eval.evaluator`", "inference.engine=vllm"),
     ("eval.vllm.gpu_memory_utilization=0.5", "eval.vllm is now `inference.vllm`",
      "inference.vllm.gpu_memory_utilization=0.5"),
     ("generate.endpoint_model=m", "generate.endpoint_model is now `inference.openai.model`",

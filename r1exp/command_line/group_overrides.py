@@ -49,6 +49,9 @@ RENAMED_KEYS = {
                                     "rollouts read as eval and generate do; a run picks its "
                                     "engine with inference.engine=vllm"),
 }
+# A moved key whose values went to different places: the engines of eval.backend are
+# inference.engine's, only lighteval stayed an evaluator.
+MOVED_BY_VALUE = {"eval.backend": {"transformers": "inference.engine", "vllm": "inference.engine"}}
 # Options of these are expanded by Hydra itself from the group's listing (`glob(*)`).
 _EXPANDED_SWEEPS = (ValueType.GLOB_CHOICE_SWEEP,)
 _NUMERIC_SWEEPS = (ValueType.RANGE_SWEEP, ValueType.INTERVAL_SWEEP)
@@ -124,6 +127,7 @@ def _renamed(override: Override) -> str:
     old, new = _moved(override.key_or_group)
     new_key = new + override.key_or_group[len(old):]
     value = override.input_line.split("=", 1)[1] if "=" in override.input_line else "..."
+    new_key = MOVED_BY_VALUE.get(override.key_or_group, {}).get(value, new_key)
     return (f"{override.input_line}: {old} is now `{new}` ({RENAMED_KEYS[old][1]}); "
             f"use {new_key}={value}")
 
