@@ -46,9 +46,9 @@ def check_config(cfg: DictConfig, stage: Stage | None) -> DictConfig:
     for key, allowed in CHOICES.items():
         if typed[key.split(".")[0]] is None:  # a knob node this run's stage does not read
             continue
-        _check_choice(key, OmegaConf.select(typed, key), allowed)
+        check_choice(key, OmegaConf.select(typed, key), allowed)
     for feature in typed.hardware.lacks:
-        _check_choice("hardware.lacks[]", feature, HARDWARE_FEATURES)
+        check_choice("hardware.lacks[]", feature, HARDWARE_FEATURES)
     _check_hardware(typed)
     _check_eval_sampling(typed)
     return typed
@@ -63,7 +63,8 @@ def _check_schema(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"invalid config at '{key}': {reason}") from None
 
 
-def _check_choice(key: str, value: Any, allowed: Iterable[str]) -> None:
+def check_choice(key: str, value: Any, allowed: Iterable[str]) -> None:
+    """ConfigError naming `key`, its value and what is allowed, unless `value` is allowed."""
     if value not in allowed:
         raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
 

@@ -13,15 +13,13 @@ from r1exp.errors import ConfigError
 
 def check_inference(cfg, allowed: Sequence[str], user: str) -> str:
     """Check the `inference` node for `user` (e.g. "stage=grpo"), which can generate with the
-    engines `allowed`; return the engine."""
-    inference, hardware = cfg.inference, cfg.hardware
+    engines `allowed`; return the engine. A profile without vLLM is r1exp.config.validate's
+    check, run before every stage's."""
+    inference = cfg.inference
     engine = inference.engine
     if engine not in allowed:
         raise ConfigError(f"inference.engine={engine!r}: {user} generates with one of: "
                           f"{', '.join(allowed)}")
-    if engine == "vllm" and "vllm" in hardware.lacks:
-        raise ConfigError(f"inference.engine=vllm but hardware '{hardware.name}' has no vLLM "
-                          "build; use inference.engine=transformers")
     o = inference.openai
     if engine == "openai":
         if not o.endpoint or not str(o.endpoint).startswith(("http://", "https://")):

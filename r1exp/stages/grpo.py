@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from r1exp.config.memory import GB, Workload
 from r1exp.config.plan import Plan, make_plan
 from r1exp.config.stage import Stage, VLLMUse
+from r1exp.config.validate import check_choice
 from r1exp.data.loading import load_split, require_columns
 from r1exp.errors import ConfigError
 from r1exp.inference.options import check_inference
@@ -46,10 +47,7 @@ CHOICES = {"grpo.loss_type": ("grpo", "bnpo", "dr_grpo", "dapo"),
 
 def check(cfg) -> None:
     for key, allowed in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r} is not allowed; choose one of: "
-                              f"{', '.join(allowed)}")
+        check_choice(key, OmegaConf.select(cfg, key), allowed)
     hw = cfg.hardware
     engine = check_inference(cfg, ROLLOUT_ENGINES, "stage=grpo (TRL's rollouts)")
     if engine == "vllm" and hw.vllm.mode == "server" and hw.accelerator == "cpu":

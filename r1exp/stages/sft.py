@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from r1exp.config.memory import Workload
 from r1exp.config.plan import make_plan
 from r1exp.config.stage import Stage
+from r1exp.config.validate import check_choice
 from r1exp.data.formatting import (
     check_trace_format, end_of_turn_token, ensure_chat_template, to_sft_examples,
 )
@@ -46,11 +47,8 @@ MIN_LR_KEYS = ("min_lr", "min_lr_rate")
 
 def check(cfg) -> None:
     s = cfg.sft
-    for key, value, allowed in (("sft.loss_on", s.loss_on, LOSS_ON),
-                                ("sft.packing_strategy", s.packing_strategy, PACKING_STRATEGIES)):
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r} is not allowed; choose one of: "
-                              f"{', '.join(allowed)}")
+    check_choice("sft.loss_on", s.loss_on, LOSS_ON)
+    check_choice("sft.packing_strategy", s.packing_strategy, PACKING_STRATEGIES)
     check_trace_format(s.trace_format)
     if s.max_length < 1:
         raise ConfigError(f"sft.max_length={s.max_length} must be >= 1")
