@@ -16,6 +16,7 @@ from r1exp.stages import make_plan, stage, validate
 from r1exp.errors import ConfigError
 from r1exp.perf import accelerate_trainer, fast_paths, trainer_arguments, training_attention
 from r1exp.perf.generation import reuse_static_cache
+from r1exp.perf.graph_generation import GraphGeneration
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -109,13 +110,17 @@ def test_bad_levers_fail_before_anything_runs(override, message):
 def test_accelerate_trainer_switches_compiled_generation_on():
     from transformers import GenerationConfig
 
-    model = SimpleNamespace(_prepare_static_cache=lambda **kw: object())
+    def generate(**kwargs):
+        return "transformers' generate"
+
+    model = SimpleNamespace(_prepare_static_cache=lambda **kw: object(), generate=generate)
     trainer = SimpleNamespace(generation_config=GenerationConfig(disable_compile=True),
                               model=model)
     accelerate_trainer(trainer, config(["stage=grpo", "hardware=1xh100",
                                         "train.global_batch_size=16"]), stage("grpo"))
-    assert trainer.generation_config.disable_compile is False
+    assert trainer.generation_config.disable_compile is False  # the fallback compiles
     assert trainer.generation_config.compile_config.mode == "reduce-overhead"
+    assert isinstance(model.generate, GraphGeneration) and model.generate.original is generate
 
     untouched = SimpleNamespace(generation_config=GenerationConfig(disable_compile=True),
                                 model=model)

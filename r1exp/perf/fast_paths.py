@@ -13,11 +13,13 @@ A stage lists the levers that apply to it (`Stage.perf_levers`); why each does w
   each document. flash-attn, where installed, does varlen itself and is kept.
 - `torch_compile`: compiles the training model (sft). Packed flex batches are padded to one
   static length so it compiles once.
-- `compiled_generation`: grpo's transformers generation decodes with a static KV cache and
-  a `torch.compile`d forward replayed as CUDA graphs; TRL builds its GenerationConfig with
-  compilation disabled, so the stage switches it back on after building the trainer.
-  Prompts are padded to a multiple of 64 tokens so the cache length, and so the graphs,
-  change rarely.
+- `compiled_generation`: grpo's transformers generation prefills the prompts, then replays
+  CUDA graphs of 16 decode steps each over a static KV cache, reading the training weights
+  in place (r1exp/perf/graph_generation.py): no per-token host work, no weight copy. Models
+  or generation options that loop does not cover decode with transformers' generate on a
+  static cache and a `torch.compile`d step instead (TRL builds its GenerationConfig with
+  compilation disabled; the stage switches it back on). Prompts are padded to a multiple of
+  64 tokens so the cache length, and so the graphs, change rarely.
 
 Nothing here imports torch at module level: the controller imports this for dry runs.
 """
@@ -92,7 +94,11 @@ def accelerate_trainer(trainer, cfg, stage: Stage) -> None:
         generation_config.disable_compile = False
         generation_config.compile_config = CompileConfig(dynamic=False, mode="reduce-overhead")
         reuse_static_cache(trainer.model)
-        log.info("grpo generation: static KV cache, compiled decode (CUDA graphs)")
+        # Imports torch: the controller's dry runs never get here.
+        from r1exp.perf.graph_generation import use_graph_generation
+
+        use_graph_generation(trainer.model)  # in front of generate(); falls back to it
+        log.info("grpo generation: CUDA graphs of whole decode chunks over a static KV cache")
 
 
 def _uses_flex(cfg, stage: Stage) -> bool:

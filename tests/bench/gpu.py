@@ -15,9 +15,12 @@ Prints the tables, then one JSON line: sft_tok_s, sft_mfu, sft_speedup (r1exp's 
 packed, against the faster of plain TRL padded / packed), grpo_step_s, grpo_speedup_on_policy
 (same generation batch and sampling as plain TRL), grpo_speedup (with 4 optimizer steps per
 generation batch: same completions per step), memory (measured vs estimated GB per run).
-grpo-vllm: GRPO with vLLM colocated beside plain TRL with use_vllm=True (the peer open-r1's
-users run) on 16 x 256 and 256 x 1024 (R1-style) completions per step, with the step's phases;
-needs vLLM (the GPU bundle, docs/vllm.md). Its JSON keys: grpo_vllm_* and grpo_long_vllm_*.
+grpo-vllm: r1exp's GRPO beside plain TRL with use_vllm=True, vllm_mode="colocate" (the peer
+open-r1's users run) on 16 x 256 and 256 x 1024 (R1-style) completions per step, with the
+step's phases; needs vLLM (the GPU bundle, docs/vllm.md). JSON keys, for workload grpo (16 x
+256) and grpo_long: <workload>_peer_step_s, <workload>_<variant>_step_s and _speedup (peer /
+r1exp) for variant graphs (the 1xh100 profile: graph-recorded transformers generation), vllm
+(vLLM colocated) and vllm_text (vLLM without the token-ids lever), <workload>_phases.
 """
 
 from __future__ import annotations
@@ -37,14 +40,16 @@ from r1exp.launch.allocator import for_vllm
 from r1exp.resources import CONF_DIR
 
 PARTS = ("sft", "sft-large", "grpo", "grpo-vllm", "grpo-vllm-levers", "memory")
-# r1exp's GRPO with vLLM against the peer its users would run instead (plain TRL with
-# use_vllm=True, vllm_mode="colocate"), per workload: (r1exp variant, peer variant).
-VLLM_PAIRS = {"grpo_vllm": ("grpo_r1exp_vllm", "grpo_trl_vllm"),
-              "grpo_long_vllm": ("grpo_long_r1exp_vllm", "grpo_long_trl_vllm")}
-# One lever of r1exp's vLLM path turned off, per workload: (r1exp variant, lever-off variant).
-VLLM_LEVERS = {"grpo_vllm_token_ids_only": ("grpo_r1exp_vllm", "grpo_r1exp_vllm_text"),
-               "grpo_long_vllm_token_ids_only": ("grpo_long_r1exp_vllm",
-                                                 "grpo_long_r1exp_vllm_text")}
+# Per GRPO workload: the peer open-r1's users run (plain TRL, use_vllm=True, colocate), and
+# r1exp's variants against it: its 1xh100 profile as shipped (graph-recorded transformers
+# generation), with vLLM colocated, and with vLLM returning text (the token-ids lever off).
+WORKLOADS = {
+    "grpo": ("grpo_trl_vllm", {"graphs": "grpo_r1exp_on_policy", "vllm": "grpo_r1exp_vllm",
+                               "vllm_text": "grpo_r1exp_vllm_text"}),
+    "grpo_long": ("grpo_long_trl_vllm", {"graphs": "grpo_long_r1exp",
+                                         "vllm": "grpo_long_r1exp_vllm",
+                                         "vllm_text": "grpo_long_r1exp_vllm_text"}),
+}
 # GRPO's step, split (gpu_workloads._phase_timer): seconds per optimizer step
 PHASES = ("weight_sync", "generation", "rewards", "scoring_logprobs", "loss_forward",
           "backward", "optimizer_and_rest")
@@ -94,6 +99,7 @@ def catalog(tiny: bool, explore: bool) -> dict[str, list[Variant]]:
                     **(quick or dict(warmup=1, measure=3))),
             Variant("grpo_long_r1exp_vllm", vllm=True, **long,
                     **(quick or dict(warmup=1, measure=3))),
+            Variant("grpo_long_r1exp", **long, **(quick or dict(warmup=1, measure=3))),
         ],
         "grpo-vllm-levers": [  # r1exp with vLLM detokenizing and per-token log-prob objects
             Variant("grpo_r1exp_vllm_text", vllm=True, vllm_sampling={}, **grpo,
@@ -271,17 +277,19 @@ def summary(results: dict) -> dict:
             out["grpo_speedup_on_policy"] = _round(base / out["grpo_on_policy_step_s"])
         if out.get("grpo_step_s"):
             out["grpo_speedup"] = _round(base / out["grpo_step_s"])
-    for key, (mine, peer) in VLLM_PAIRS.items():
-        mine_s, peer_s = (results.get(n, {}).get("step_s") for n in (mine, peer))
-        if mine_s and peer_s:
-            out[f"{key}_step_s"] = _round(mine_s)
-            out[f"{key}_peer_step_s"] = _round(peer_s)
-            out[f"{key}_speedup"] = _round(peer_s / mine_s)
-            out[f"{key}_phases"] = {n: phase_row(results[n]) for n in (mine, peer)}
-    for key, (mine, lever_off) in VLLM_LEVERS.items():
-        mine_s, off_s = (results.get(n, {}).get("step_s") for n in (mine, lever_off))
-        if mine_s and off_s:  # how much faster the step is with the lever than without
-            out[f"{key}_gain"] = _round(off_s / mine_s)
+    for workload, (peer, variants) in WORKLOADS.items():
+        peer_s = results.get(peer, {}).get("step_s")
+        steps = {label: results.get(name, {}).get("step_s") for label, name in variants.items()}
+        if peer_s:
+            out[f"{workload}_peer_step_s"] = _round(peer_s)
+            out[f"{workload}_phases"] = {peer: phase_row(results[peer])}
+        for label, name in variants.items():
+            if steps[label] and peer_s:
+                out[f"{workload}_{label}_step_s"] = _round(steps[label])
+                out[f"{workload}_{label}_speedup"] = _round(peer_s / steps[label])
+                out[f"{workload}_phases"][name] = phase_row(results[name])
+        if steps["vllm"] and steps["vllm_text"]:  # what the token-ids lever gives vLLM's step
+            out[f"{workload}_vllm_token_ids_only_gain"] = _round(steps["vllm_text"] / steps["vllm"])
     betas = [r for n, r in results.items() if r.get("variant", {}).get("beta", 0) > 0
              or (n.startswith("mem_grpo") and "beta" in n)]
     if betas:
@@ -307,15 +315,14 @@ def phase_row(r: dict) -> dict[str, float | None]:
     return row
 
 
-def vllm_report(results: dict) -> list[str]:
-    """GRPO with vLLM beside the TRL + vLLM peer of the same workload, and the step's phases."""
-    header = (f"\n{'grpo with vLLM (colocate)':28} {'s/step':>7} {'vs peer':>8} "
+def peer_report(results: dict) -> list[str]:
+    """Each GRPO workload's r1exp variants beside the TRL + vLLM peer, with the step's phases."""
+    header = (f"\n{'grpo against TRL + vLLM':28} {'s/step':>7} {'vs peer':>8} "
               + " ".join(f"{name[:10]:>10}" for name in PHASES) + f" {'peak GB':>8}")
     lines = [header]
-    lever_off = {mine: off for mine, off in VLLM_LEVERS.values()}
-    for mine, peer in VLLM_PAIRS.values():
+    for peer, variants in WORKLOADS.values():
         peer_s = results.get(peer, {}).get("step_s")
-        for name in (peer, mine, lever_off.get(mine)):
+        for name in (peer, *variants.values()):
             r = results.get(name)
             if r is None:
                 continue
@@ -378,7 +385,7 @@ def report(results: dict) -> str:
     base_call = results.get("grpo_trl", {}).get("device_call")
     for name, r in results.items():
         if r.get("variant", {}).get("kind") == "grpo" and r["variant"]["role"] == "speed" \
-                and not r["variant"].get("vllm") \
+                and not r["variant"].get("vllm") and not name.startswith("grpo_long") \
                 or (name.startswith("grpo") and "vllm" not in name and "error" in r):
             same_run = r.get("device_call") == base_call  # ratios only within one run
             r = {**r, "speedup": base / r["step_s"] if base and r.get("step_s") and same_run
@@ -387,7 +394,7 @@ def report(results: dict) -> str:
             lines.append(_row(name, r, [("step_s", 9, ".3f"), ("speedup", 8, ".2f"),
                                         ("gen_s", 7, ".2f"), ("peak_gb", 8, ".1f"),
                                         ("first_steps_s", 9, ".1f")], peak))
-    lines += vllm_report(results)
+    lines += peer_report(results)
     lines.append(f"\n{'memory run':28} {'what':44} {'measured':>9} {'estimate':>9} {'error':>7}")
     for name, what, measured, estimated in memory_rows(results):
         lines.append(f"{name:28} {what:44} {measured:9.2f} {estimated:9.2f} "

@@ -360,6 +360,8 @@ def _phase_timer(trainer) -> list[tuple[str, int, float]]:
     if generation is not None:
         timed(generation, "generate", "generation")
         timed(generation, "sync_weights", "weight_sync")
+    else:  # transformers generation reads the training weights: nothing to sync
+        timed(trainer, "_generate_single_turn", "generation")
     return calls
 
 
