@@ -164,3 +164,17 @@ def test_recorded_graphs_replay_transformers_tokens_on_cuda():
     assert torch.equal(mine, reference)
     again = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
     assert torch.equal(again, reference)  # a replay starts from the new prompt's state
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_replays_draw_new_random_numbers():
+    model = tiny_model(device="cuda")
+    use_graph_generation(model)
+    prompt = torch.randint(2, VOCAB, (1, 5), device="cuda").repeat(8, 1)
+    config = GenerationConfig(max_new_tokens=2 * CHUNK_STEPS, do_sample=True, min_new_tokens=64,
+                              pad_token_id=PAD, eos_token_id=[EOS])
+    first, second = (model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
+                                    generation_config=config)[:, 5:] for _ in range(2))
+    assert model.generate.rollout.graph is not None
+    assert len({tuple(row) for row in first.tolist()}) == 8  # rows differ within a replay
+    assert not torch.equal(first, second)  # and between replays
