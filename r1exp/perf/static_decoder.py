@@ -61,9 +61,14 @@ class StaticDecoder:
         weight = model.model.embed_tokens.weight
         self.dtype, self.device = weight.dtype, weight.device
         self.batch, self.length = batch, length
-        shape = (len(self.layers), batch, self.kv_heads, length, self.head_dim)
-        self.keys = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        self.values = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        # One tensor per layer, not views of one: torch.compile turns an in-place write into a
+        # view of a larger tensor into a copy of all of it (measured: 10 ms per decode step at
+        # 256 sequences), and writes into a whole tensor in place.
+        shape = (batch, self.kv_heads, length, self.head_dim)
+        self.keys = [torch.zeros(shape, dtype=self.dtype, device=self.device)
+                     for _ in self.layers]
+        self.values = [torch.zeros(shape, dtype=self.dtype, device=self.device)
+                       for _ in self.layers]
 
     def blocked(self) -> float:
         """The additive mask value of a slot a query must not see (finite: no NaN rows)."""
