@@ -123,6 +123,9 @@ class Workload:
     lora_targets: object = "all-linear"
     reference_model: bool = False
     generation_sequences: int = 0    # sequences in one transformers generation batch
+    # The generation's KV cache stays allocated through training: graph generation keeps it
+    # for its recorded graphs (r1exp/perf/graph_generation.py) instead of freeing it per batch.
+    kv_cache_resident: bool = False
     vllm_bytes: float = 0.0          # memory a colocated vLLM engine reserves
 
 
@@ -172,14 +175,16 @@ def estimate(work: Workload, device_bytes: float | None = None) -> MemoryEstimat
     notes: list[str] = []
     if work.shape is None:
         notes.append("model.architecture is unknown: activations and KV cache not estimated")
-        activations = transient = kv_cache = 0.0
+        activations = transient = kv_cache = prefill = 0.0
     else:
         activations = _activations(work, a)
         transient = _backward_transient(work, a)
-        kv_cache = _kv_cache(work, a)
+        kv_cache, prefill = _kv_cache(work, a), _prefill(work, a)
+    resident = kv_cache if work.kv_cache_resident else 0.0
 
     persistent = {"weights": weights, "optimizer_states": optimizer, "reference_model": reference,
-                  "vllm_reserved": work.vllm_bytes, "cuda_runtime": RUNTIME_BYTES}
+                  "vllm_reserved": work.vllm_bytes, "resident_kv_cache": resident,
+                  "cuda_runtime": RUNTIME_BYTES}
     # Gradients accumulate across micro-batches; at one micro-batch per step they appear while
     # backward frees activations, so only the LM head's (computed first) count at that peak.
     accumulated = gradients if work.accumulation > 1 else 0.0
@@ -187,7 +192,7 @@ def estimate(work: Workload, device_bytes: float | None = None) -> MemoryEstimat
         "forward/backward": {"activations": activations, "loss_and_backward_transients": transient,
                              "gradients": accumulated or _head_gradient(work, a)},
         "optimizer step": {"gradients": gradients, "optimizer_temporaries": optimizer_temp},
-        "generation": {"kv_cache": kv_cache, "gradients": accumulated},
+        "generation": {"kv_cache": kv_cache - resident + prefill, "gradients": accumulated},
     }
     phase, phase_terms = max(phases.items(), key=lambda item: sum(item[1].values()))
     terms = {**persistent, **phase_terms}
@@ -283,15 +288,15 @@ def _head_gradient(work: Workload, a: int) -> float:
 
 
 def _kv_cache(work: Workload, a: int) -> float:
-    if not work.generation_sequences:
-        return 0.0
+    tokens = work.generation_sequences * work.tokens_per_sequence
+    return tokens * work.shape.layers * 2 * work.shape.kv_dim * a
+
+
+def _prefill(work: Workload, a: int) -> float:
+    """The prefill of the whole generation batch, without gradients: one layer's MLP at a time."""
     shape = work.shape
-    cache = (work.generation_sequences * work.tokens_per_sequence
-             * shape.layers * 2 * shape.kv_dim * a)
-    # prefill of the whole generation batch, without gradients: one layer's MLP at a time
-    prefill = work.generation_sequences * work.tokens_per_sequence * a * (2 * shape.intermediate
-                                                                          + 4 * shape.hidden)
-    return cache + prefill
+    return work.generation_sequences * work.tokens_per_sequence * a * (2 * shape.intermediate
+                                                                        + 4 * shape.hidden)
 
 
 # --- from a config ---------------------------------------------------------------------------

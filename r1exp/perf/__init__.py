@@ -7,12 +7,14 @@ plain TRL.
 
 from r1exp.perf.fast_paths import (
     accelerate_trainer,
+    compiles_generation,
     trainer_arguments,
     training_attention,
 )
 
 __all__ = [
     "accelerate_trainer",
+    "compiles_generation",
     "trainer_arguments",
     "training_attention",
 ]

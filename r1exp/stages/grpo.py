@@ -22,7 +22,7 @@ from r1exp.data.loading import load_split, require_columns
 from r1exp.errors import ConfigError
 from r1exp.inference.options import check_inference
 from r1exp.models.loading import load_tokenizer, resolve_model_dir
-from r1exp.perf import accelerate_trainer
+from r1exp.perf import accelerate_trainer, compiles_generation
 from r1exp.rewards import build_reward_functions, validate_reward_config
 from r1exp.stages.registry import register
 from r1exp.stages.reward_columns import check_reward_columns
@@ -230,6 +230,7 @@ def memory_workload(cfg, common: dict, accumulation: int, prompt_tokens: int) ->
         stage="grpo", tokens_per_sequence=prompt_tokens + g.max_completion_length, liger=False,
         reference_model=g.beta > 0,
         generation_sequences=per_device * steps_per_generation if local_generation else 0,
+        kv_cache_resident=local_generation and compiles_generation(cfg),
         vllm_bytes=hw.vllm.gpu_memory_utilization * hw.device_memory_gb * GB if colocated else 0.0,
         **common,
     )
