@@ -178,3 +178,31 @@ def test_replays_draw_new_random_numbers():
     assert model.generate.rollout.graph is not None
     assert len({tuple(row) for row in first.tolist()}) == 8  # rows differ within a replay
     assert not torch.equal(first, second)  # and between replays
+
+
+def test_trl_grpo_trains_on_graph_generation(tmp_path):
+    """TRL's own call (its unwrap context, left-padded prompts, its generation config) goes
+    through the graph loop, not around it, and the trainer takes what comes back."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from tests.bench.gpu_workloads import _tokenizer, _word_tokenizer, bench_reward
+
+    tiny_model().save_pretrained(tmp_path / "model")
+    _word_tokenizer(VOCAB).save_pretrained(tmp_path / "model")
+    prompts = [" ".join(f"t{(7 * i + j) % (VOCAB - 2) + 2}" for j in range(3 + i % 4))
+               for i in range(8)]
+    trainer = GRPOTrainer(
+        model=str(tmp_path / "model"), reward_funcs=[bench_reward],
+        args=GRPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4,
+                        num_generations=4, max_completion_length=CHUNK_STEPS + 4, max_steps=2,
+                        use_cpu=True, report_to="none", save_strategy="no", logging_steps=1),
+        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        processing_class=_tokenizer(str(tmp_path / "model")))
+    generation = use_graph_generation(trainer.model)
+    trainer.train()
+    assert generation.rollout is not None and not generation.fallbacks
+    logged = [entry for entry in trainer.state.log_history if "completions/mean_length" in entry]
+    assert len(logged) == 2 and all(0 < e["completions/mean_length"] <= CHUNK_STEPS + 4
+                                    for e in logged)
+

@@ -275,6 +275,8 @@ class GraphGeneration:
             return f"arguments {sorted(kwargs) or ['no input_ids']}"
         if input_ids.dim() != 2:
             return f"input_ids of shape {tuple(input_ids.shape)}"
+        if not hasattr(self.model, "_prepare_generation_config"):  # another transformers layout
+            return "transformers has no _prepare_generation_config (the effective config)"
         return unsupported_reason(self.model)
 
 
