@@ -107,6 +107,20 @@ def test_knob_of_another_stage_is_refused_naming_the_key_and_why(tmp_path, args,
     assert "belong to stage grpo" in message and "pick stage=grpo" in message
 
 
+@pytest.mark.parametrize("stage,instead", [
+    ("sft", "pick a stage=sft recipe: light-r1-3060-sft, "),
+    ("eval", "run stage=eval without it ('~experiment')"),
+])
+def test_a_recipe_of_another_stage_names_the_recipe_stage_and_the_fix(tmp_path, stage, instead):
+    # Hydra alone: "In 'experiment/countdown-zero': Could not override 'reward'"
+    message = refused(r1exp("experiment=countdown-zero", f"stage={stage}", "dry_run=true",
+                            cwd=tmp_path))
+    assert (f"experiment=countdown-zero stage={stage}: the recipe is for stage=grpo and picks "
+            f"its `reward` knobs, which stage={stage} does not compose; drop stage={stage}"
+            in message)
+    assert instead in message
+
+
 def test_the_old_resume_key_names_the_new_one(tmp_path):
     message = refused(r1exp("stage=sft", "train.resume=never", "dry_run=true", cwd=tmp_path))
     assert "train.resume=never: train.resume is now `resume`" in message

@@ -9,7 +9,9 @@ single and multi-select groups (`reward=[a,b]`), nested ones (`hydra/launcher=..
 
 A knob of a stage the run does not run (`grpo.temperature=0.7` with stage=sft) is refused here
 too: that stage's knob groups are not composed, so Hydra would fail and suggest `+key=`, or,
-where a recipe set the node, the run would leave the knob out without a word.
+where a recipe set the node, the run would leave the knob out without a word. So is a recipe
+whose own stage's knob groups the chosen stage does not compose (`experiment=countdown-zero
+stage=sft`): the message names the recipe's stage and the recipes of the chosen one.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from __future__ import annotations
 import difflib
 import functools
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, Callable
 
 from hydra.core.override_parser.types import Override, QuotedString, ValueType
+from omegaconf import DictConfig, OmegaConf
 
 from r1exp.config.schema import RunConfig
-from r1exp.config.stage_nodes import KNOB_NODES, foreign_knob_overrides
+from r1exp.config.stage_nodes import KNOB_NODES, foreign_knob_overrides, nodes_read
 from r1exp.errors import ConfigError, config_error_exit
 from r1exp.stages import STAGES
 
@@ -111,6 +115,8 @@ def check_group_overrides(overrides: list[str], config_dir: str) -> None:
         problems = [problem for o in candidates for problem in _problems(o, groups)]
         if not problems and knobs:
             problems = _foreign_knobs(parsed, knobs)
+    if not problems:
+        problems = _recipe_of_another_stage(parsed, config_dir)
     if problems:
         raise ConfigError("\n".join(problems))
 
@@ -145,6 +151,55 @@ def _foreign_knobs(parsed: list[Override], knobs: list[Override]) -> list[str]:
     for stage in _stages(parsed):
         problems += [p for p in foreign_knob_overrides(stage, lines, STAGES) if p not in problems]
     return problems
+
+
+def _recipe_of_another_stage(parsed: list[Override], config_dir: str) -> list[str]:
+    """`experiment=countdown-zero stage=sft`: the recipe picks knob groups of its own stage
+    (`override /reward`), which the command line's stage does not compose, so Hydra would
+    stop at "Could not override 'reward'" without saying why or what to run instead."""
+    by_key = {o.key_or_group: o for o in parsed}
+    stage, experiment = by_key.get("stage"), by_key.get("experiment")
+    plain = (None, *_EXPANDED_SWEEPS, *_NUMERIC_SWEEPS)
+    if stage is None or experiment is None or stage.value_type in plain \
+            or experiment.value_type in plain:
+        return []
+    recipes = {name: _recipe_groups(config_dir, name) for name in _choices(experiment)
+               if isinstance(name, str)}
+    problems = []
+    for name, groups in recipes.items():
+        own = groups.get("stage")
+        for chosen in (c for c in _choices(stage) if isinstance(c, str) and c != own):
+            foreign = [g for g in groups if g in KNOB_NODES
+                       and g not in nodes_read(STAGES.get(chosen))]
+            if foreign:
+                fitting = [r for r in _recipes(config_dir)
+                           if _recipe_groups(config_dir, r).get("stage") == chosen]
+                problems.append(
+                    f"experiment={name} stage={chosen}: the recipe is for stage={own} and picks "
+                    f"its {', '.join(f'`{g}`' for g in foreign)} knobs, which stage={chosen} "
+                    f"does not compose; drop stage={chosen} to run the recipe as it is, or "
+                    + (f"pick a stage={chosen} recipe: {', '.join(fitting)}" if fitting else
+                       f"run stage={chosen} without it ('~experiment')"))
+    return problems
+
+
+def _recipes(config_dir: str) -> list[str]:
+    return sorted(path.stem for path in (Path(config_dir) / "experiment").glob("*.yaml"))
+
+
+def _recipe_groups(config_dir: str, name: str) -> dict[str, Any]:
+    """The groups a recipe overrides in its defaults list (`override /stage: grpo`), by
+    group; {} for a recipe that is not a file of conf/experiment."""
+    path = Path(config_dir) / "experiment" / f"{name}.yaml"
+    if not path.is_file():
+        return {}
+    picked = {}
+    for entry in OmegaConf.load(path).get("defaults") or []:
+        if isinstance(entry, (dict, DictConfig)):
+            for key, value in entry.items():
+                if str(key).startswith("override /"):
+                    picked[str(key)[len("override /"):]] = value
+    return picked
 
 
 def _stages(parsed: list[Override]) -> list[str]:
