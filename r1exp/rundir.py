@@ -173,12 +173,47 @@ def fingerprint(data) -> str:
     return short_hash(canonical_json(data))
 
 
-def write_atomically(path: Path, text: str) -> None:
+# What marks the temporary file write_atomically renames over its target.
+TEMPORARY_MARK = ".tmp-"
+
+
+def write_atomically(path: Path, text: str, *, durable: bool = False) -> None:
     """Readers see the old file or the new one, never half of it. The temporary name is unique
-    per host and process: nodes of a multi-node run write the same file into a shared dir."""
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}")
-    tmp.write_text(text)
+    per host and process: nodes of a multi-node run write the same file into a shared dir.
+    `durable`: the file and its directory entry are synced to disk before this returns, for
+    what a resume counts as done (the sample store's shards), which must survive the machine
+    crashing, not only the process."""
+    tmp = path.with_name(f".{path.name}{TEMPORARY_MARK}{socket.gethostname()}-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
+    if durable:
+        _fsync_dir(path.parent)
+
+
+def temporary_target(name: str) -> str | None:
+    """The name of the file a temporary of write_atomically was to become (one a killed
+    process left behind), or None where `name` is no such temporary."""
+    if not name.startswith(".") or TEMPORARY_MARK not in name:
+        return None
+    return name[1:].rsplit(TEMPORARY_MARK, 1)[0]
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename itself survives a machine crash only once the directory entry is on disk.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json_atomically(path: Path, data) -> None:

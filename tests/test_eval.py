@@ -217,7 +217,8 @@ def test_an_interrupted_eval_resumes_without_regenerating(tmp_path, monkeypatch,
     assert len(shards) == 10
     for shard in shards[6:]:
         shard.unlink()
-    (bench / "samples" / "shard-00006.jsonl.tmp").write_text('{"problem_id": "3", "sam')
+    half_written = bench / "samples" / ".shard-00006.jsonl.tmp-node7-4242"
+    half_written.write_text('{"problem_id": "3", "sam')
     (bench / "samples.jsonl").unlink()
     (tmp_path / "eval" / "results.json").unlink()
     kept = [line for shard in shards[:6] for line in shard.read_text().splitlines()]
@@ -233,7 +234,7 @@ def test_an_interrupted_eval_resumes_without_regenerating(tmp_path, monkeypatch,
     written = [json.loads(line) for line in (bench / "samples.jsonl").read_text().splitlines()]
     assert [(r["problem_id"], r["sample"]) for r in written] == [
         (str(p), s) for p in range(5) for s in range(2)]
-    assert not list((bench / "samples").glob("*.tmp"))
+    assert not half_written.exists()
 
     EchoEngine.generated = []
     runner.evaluate_model(cfg)  # everything done: nothing to generate

@@ -12,6 +12,7 @@ from fault_plan import FaultInjector, FaultPlan
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from r1exp import rundir
 from r1exp.errors import ConfigError
 from r1exp.generation import output
 from r1exp.inference import samples
@@ -112,9 +113,10 @@ def test_shards_commit_by_size_and_on_exit_and_resume_numbering(tmp_path):
         assert [p.name for p in samples.shard_paths(tmp_path)] == ["shard-00000.jsonl"]
     assert [p.name for p in samples.shard_paths(tmp_path)] == ["shard-00000.jsonl",
                                                               "shard-00001.jsonl"]
-    (tmp_path / "shard-00002.jsonl.tmp").write_text('{"half a line')  # a killed attempt's leftover
+    leftover = tmp_path / ".shard-00002.jsonl.tmp-node7-4242"  # a killed attempt's temporary
+    leftover.write_text('{"half a line')
     writer = samples.ShardWriter(tmp_path, shard_size=2, interval_s=3600)
-    assert writer.next_seq == 2 and not (tmp_path / "shard-00002.jsonl.tmp").exists()
+    assert writer.next_seq == 2 and not leftover.exists()
     assert set(samples.committed_keys(tmp_path)) == {(0, 0), (0, 1), (1, 0), (1, 1)}
 
 
@@ -123,9 +125,9 @@ def test_a_shard_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     writer.add([sample(0, 0), sample(0, 1)])
 
     def killed(*args):
-        raise KeyboardInterrupt  # the process dies between writing the .tmp and the rename
+        raise KeyboardInterrupt  # the process dies between writing the temporary and the rename
 
-    monkeypatch.setattr(samples.os, "replace", killed)
+    monkeypatch.setattr(rundir.os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
         writer.commit()
     assert samples.shard_paths(tmp_path) == [] and samples.committed_keys(tmp_path) == set()

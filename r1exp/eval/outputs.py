@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from r1exp.inference import samples
-from r1exp.rundir import EVAL_RESULTS, write_json_atomically
+from r1exp.rundir import EVAL_RESULTS, write_atomically, write_json_atomically
 
 log = logging.getLogger(__name__)
 SAMPLES_FILE = "samples.jsonl"
@@ -70,8 +70,8 @@ def _all_records(bench_dir: Path) -> Iterable[dict]:
 def write_samples(bench_dir: Path, records: Iterable[dict]) -> None:
     """`<benchmark>/samples.jsonl`: the samples behind the results, whole or not at all."""
     bench_dir.mkdir(parents=True, exist_ok=True)
-    samples.write_atomically(bench_dir / SAMPLES_FILE, "".join(
-        json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+    write_atomically(bench_dir / SAMPLES_FILE, "".join(
+        json.dumps(record, ensure_ascii=False) + "\n" for record in records), durable=True)
 
 
 def write_results(out_dir: Path, results: dict) -> Path:

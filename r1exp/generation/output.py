@@ -20,6 +20,7 @@ from pathlib import Path
 
 from r1exp.errors import ConfigError
 from r1exp.inference import samples
+from r1exp.rundir import write_atomically
 from r1exp.generation.filtering import kept_keys, verdict
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ def read_manifest(out_dir: Path) -> dict | None:
 
 
 def write_manifest(out_dir: Path, manifest: dict) -> None:
-    samples.write_atomically(Path(out_dir) / MANIFEST, json.dumps(manifest, indent=2, default=str))
+    write_atomically(Path(out_dir) / MANIFEST, json.dumps(manifest, indent=2, default=str),
+                     durable=True)
 
 
 def begin(out_dir: Path, *, settings: dict, fingerprint: str, config: dict,
@@ -132,7 +134,7 @@ def _write_train_files(out_dir: Path, samples_dir: Path, keep: set[tuple[int, in
 
     def flush():
         name = f"{DATA_PREFIX}{len(names):05d}.jsonl"
-        samples.write_atomically(out_dir / name, "".join(buffer))
+        write_atomically(out_dir / name, "".join(buffer), durable=True)
         names.append(name)
         buffer.clear()
 

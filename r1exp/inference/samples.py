@@ -1,13 +1,13 @@
 """The sample store: every generated sample, committed shard by shard, and the one rank barrier.
 
 Eval (`<eval dir>/<benchmark>/samples/`) and generate (`<output_dir>/samples/`) keep their
-samples here; it is their unit of resume. A shard is written as `shard-XXXXX.jsonl.tmp`,
-fsynced, then renamed over its final name (os.replace is atomic), so a shard on disk is always
-whole: a process killed at any moment leaves committed shards plus at most a stale .tmp, which
-is ignored and cleaned up. The keys in committed shards are exactly what is done; a re-run
-generates the rest. With several worker processes (the launcher's RANK / WORLD_SIZE), rank r
-writes `shard-rR-XXXXX.jsonl`, so no two processes ever write one file, and rank 0 waits for
-the others' samples (`wait_for`) before it summarizes.
+samples here; it is their unit of resume. A shard is written under a temporary name, synced
+to disk, then renamed over its final name (`r1exp.rundir.write_atomically`), so a shard on
+disk is always whole: a process killed at any moment leaves committed shards plus at most a
+stale temporary, which is ignored and cleaned up. The keys in committed shards are exactly
+what is done; a re-run generates the rest. With several worker processes (the launcher's
+RANK / WORLD_SIZE), rank r writes `shard-rR-XXXXX.jsonl`, so no two processes ever write one
+file, and rank 0 waits for the others' samples (`wait_for`) before it summarizes.
 
 A row's key is named by the caller: ("problem_id", "sample_idx") for generate, ("problem_id",
 "sample") for eval, whose rows also carry the fingerprint of their settings.
@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+from r1exp.rundir import temporary_target, write_atomically
 
 log = logging.getLogger(__name__)
 SAMPLES_DIR = "samples"
@@ -80,31 +81,6 @@ def wait_for(directory: Path, expected: set[tuple], key: tuple[str, str] = GENER
         time.sleep(poll_s)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write `path` whole or not at all: a .tmp beside it, fsynced, renamed over it."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename itself survives a machine crash only once the directory entry is on disk.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class ShardWriter:
     """Buffers rows and commits them as one shard every `shard_size` rows or `interval_s`."""
 
@@ -119,7 +95,8 @@ class ShardWriter:
                 if (m := pattern.fullmatch(p.name))]
         self.next_seq = max(mine, default=-1) + 1
         for stale in self.directory.iterdir():  # left by a killed attempt of this rank
-            if stale.suffix == ".tmp" and pattern.fullmatch(stale.name[:-len(".tmp")]):
+            target = temporary_target(stale.name)
+            if target is not None and pattern.fullmatch(target):
                 stale.unlink()
         self.buffer: list[dict] = []
         self.last_commit = time.monotonic()
@@ -139,7 +116,7 @@ class ShardWriter:
         rows, self.buffer = self.buffer, []
         text = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
         write_atomically(self.directory / shard_name(self.next_seq, self.rank, self.world_size),
-                         text)
+                         text, durable=True)
         self.next_seq += 1
         self.last_commit = time.monotonic()
         self.committed_rows += len(rows)
