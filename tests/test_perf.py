@@ -178,8 +178,16 @@ def test_bench_summary_takes_the_faster_plain_baseline_and_own_run_peak():
                                    mfu_flops_per_token=1e10),
         "grpo_r1exp_vllm": _result("grpo_r1exp_vllm", "grpo", "r1exp", step_s=0.8),
         "grpo_r1exp_vllm_text": _result("grpo_r1exp_vllm_text", "grpo", "r1exp", step_s=1.0),
+        "grpo_trl_vllm": _result("grpo_trl_vllm", "grpo", "trl", step_s=1.2),
+        "grpo_long_r1exp": _result("grpo_long_r1exp", "grpo", "r1exp", step_s=10.0),
     }
     out = gpu.summary(results)
+    # the profile as shipped (graph generation) and r1exp + vLLM, each against TRL + vLLM
+    assert out["grpo_graphs_speedup"] == pytest.approx(1.2 / 0.8)
+    assert out["grpo_vllm_speedup"] == pytest.approx(1.5)
+    assert set(out["grpo_phases"]) == {"grpo_trl_vllm", "grpo_r1exp_on_policy",
+                                       "grpo_r1exp_vllm", "grpo_r1exp_vllm_text"}
+    assert "grpo_long_graphs_speedup" not in out  # its peer did not run
     assert out["sft_large_mfu"] == pytest.approx(39000 * 1e10 / 770e12, rel=1e-3)
     assert out["sft_large_peer_mfu"] == pytest.approx(30000 * 1e10 / 770e12, rel=1e-3)
     assert out["sft_large_speedup"] == pytest.approx(1.3)
