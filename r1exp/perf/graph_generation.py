@@ -147,7 +147,7 @@ class Rollout:
         if self.decoder.device.type == "cuda" and self.graph is None:
             self.graph = self._record()
         self._prefill(input_ids, attention_mask)
-        for _ in range(self.steps // CHUNK_STEPS):
+        for _ in range(round_up(self.sampling.max_new_tokens - 1, CHUNK_STEPS) // CHUNK_STEPS):
             if self.graph is not None:
                 self.graph.replay()
             else:
