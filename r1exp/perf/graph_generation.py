@@ -31,6 +31,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from r1exp.perf.fast_paths import GENERATION_PROMPT_MULTIPLE
 from r1exp.perf.static_decoder import StaticDecoder, unsupported_reason
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,9 @@ log = logging.getLogger(__name__)
 # Decode steps per graph: one host launch and one end-of-generation check per chunk. The last
 # chunk may run past max_new_tokens; those tokens are dropped (at most CHUNK_STEPS - 1 steps).
 CHUNK_STEPS = 16
-# Cache lengths are rounded up to this, so prompts of nearby lengths share one graph.
-LENGTH_MULTIPLE = 64
+# Cache lengths are rounded up to the multiple TRL pads prompts to under this lever, so
+# prompts of nearby lengths share one graph.
+LENGTH_MULTIPLE = GENERATION_PROMPT_MULTIPLE
 # Generation options that change which tokens come out, at the value where they do not.
 NEUTRAL_OPTIONS = {
     "num_beams": 1, "num_return_sequences": 1, "repetition_penalty": 1.0,
@@ -112,7 +114,10 @@ class Rollout:
 
     def __init__(self, model, batch: int, prompt_slots: int, sampling: Sampling):
         self.sampling = sampling
-        self.steps = round_up(max(sampling.max_new_tokens - 1, 1), CHUNK_STEPS)
+        # The first token comes from the prefill; each chunk decodes CHUNK_STEPS more. The
+        # buffers hold at least one chunk: the one a graph is recorded from.
+        self.chunks = round_up(sampling.max_new_tokens - 1, CHUNK_STEPS) // CHUNK_STEPS
+        self.steps = max(self.chunks, 1) * CHUNK_STEPS
         self.prompt_slots = prompt_slots
         self.decoder = StaticDecoder(model, batch, round_up(prompt_slots + self.steps,
                                                             LENGTH_MULTIPLE))
@@ -147,7 +152,7 @@ class Rollout:
         if self.decoder.device.type == "cuda" and self.graph is None:
             self.graph = self._record()
         self._prefill(input_ids, attention_mask)
-        for _ in range(round_up(self.sampling.max_new_tokens - 1, CHUNK_STEPS) // CHUNK_STEPS):
+        for _ in range(self.chunks):
             if self.graph is not None:
                 self.graph.replay()
             else:

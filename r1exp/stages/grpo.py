@@ -230,7 +230,7 @@ def memory_workload(cfg, common: dict, accumulation: int, prompt_tokens: int) ->
         stage="grpo", tokens_per_sequence=prompt_tokens + g.max_completion_length, liger=False,
         reference_model=g.beta > 0,
         generation_sequences=per_device * steps_per_generation if local_generation else 0,
-        kv_cache_resident=local_generation and compiles_generation(cfg),
+        kv_cache_resident=compiles_generation(cfg),  # transformers generation only
         vllm_bytes=hw.vllm.gpu_memory_utilization * hw.device_memory_gb * GB if colocated else 0.0,
         **common,
     )
