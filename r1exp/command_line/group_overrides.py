@@ -159,9 +159,9 @@ def _recipe_of_another_stage(parsed: list[Override], config_dir: str) -> list[st
     stop at "Could not override 'reward'" without saying why or what to run instead."""
     by_key = {o.key_or_group: o for o in parsed}
     stage, experiment = by_key.get("stage"), by_key.get("experiment")
-    plain = (None, *_EXPANDED_SWEEPS, *_NUMERIC_SWEEPS)
-    if stage is None or experiment is None or stage.value_type in plain \
-            or experiment.value_type in plain:
+    not_choices = (None, *_EXPANDED_SWEEPS, *_NUMERIC_SWEEPS)  # deletions, globs, ranges
+    if stage is None or experiment is None or stage.value_type in not_choices \
+            or experiment.value_type in not_choices:
         return []
     recipes = {name: _recipe_groups(config_dir, name) for name in _choices(experiment)
                if isinstance(name, str)}
@@ -175,7 +175,8 @@ def _recipe_of_another_stage(parsed: list[Override], config_dir: str) -> list[st
                 fitting = [r for r in _recipes(config_dir)
                            if _recipe_groups(config_dir, r).get("stage") == chosen]
                 problems.append(
-                    f"experiment={name} stage={chosen}: the recipe is for stage={own} and picks "
+                    f"experiment={name} stage={chosen}: the recipe is for "
+                    f"{f'stage={own}' if own else 'the default stage'} and picks "
                     f"its {', '.join(f'`{g}`' for g in foreign)} knobs, which stage={chosen} "
                     f"does not compose; drop stage={chosen} to run the recipe as it is, or "
                     + (f"pick a stage={chosen} recipe: {', '.join(fitting)}" if fitting else
