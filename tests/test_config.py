@@ -226,3 +226,11 @@ def test_runs_started_in_the_same_second_get_dirs_of_their_own(tmp_path):
         assert run.wait(timeout=120) == 0, run.stderr.read()
         run.stderr.close()
     assert len(list((tmp_path / "multirun_outputs" / "runs").glob("*/*_grpo"))) == 3
+
+
+def test_the_engine_choices_are_the_registered_engines():
+    # r1exp.config.validate lists them (it sits below r1exp.inference, which registers them)
+    from r1exp.config.validate import ENGINES
+    from r1exp.inference import engine_names
+
+    assert sorted(ENGINES) == engine_names()

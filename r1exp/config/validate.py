@@ -19,13 +19,16 @@ from r1exp.config.stage import Stage
 from r1exp.config.stage_nodes import stage_config
 from r1exp.errors import ConfigError
 
+# inference.engine and the profiles' default of it (r1exp.inference's registry, one layer up,
+# registers these; tests/test_config.py keeps the two the same).
+ENGINES = ("transformers", "vllm", "openai")
 CHOICES: dict[str, tuple[str, ...]] = {
     "hardware.accelerator": ("cpu", "cuda"),
     "hardware.dtype": ("fp32", "bf16", "fp16"),
     "hardware.attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2",
                                      "flex_attention"),
     "hardware.distributed": ("none", "ddp", "zero2", "zero3"),
-    "hardware.inference_engine": ("transformers", "vllm", "openai"),
+    "hardware.inference_engine": ENGINES,
     "hardware.perf.packed_attention": ("flex_attention", "sdpa"),  # r1exp/perf/fast_paths.py
     "hardware.vllm.mode": ("colocate", "server"),
     "dataset.source": ("generated", "hub", "local"),
@@ -33,7 +36,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.evaluator": ("r1exp", "lighteval"),
     "generate.keep": ("all", "correct", "first_correct"),
     "logger.name": ("mlflow", "none"),
-    "inference.engine": ("transformers", "vllm", "openai"),
+    "inference.engine": ENGINES,
 }
 HARDWARE_FEATURES = ("flash_attn", "vllm", "deepspeed")
 
