@@ -9,7 +9,6 @@ once every sample is in (r1exp.inference.samples.wait_for).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import defaultdict
 from dataclasses import asdict
@@ -22,7 +21,7 @@ from r1exp.eval import outputs
 from r1exp.eval.benchmarks import benchmark_problems, check_benchmarks, num_samples
 from r1exp.eval.evaluators import EVALUATORS, evaluator
 from r1exp.eval.passk import k_values, summarize
-from r1exp.inference import Problem, Request, Sampling, build_engine, samples
+from r1exp.inference import Problem, Request, Sampling, build_engine, process, samples
 from r1exp.inference.options import check_inference
 from r1exp.models.loading import resolve_model_dir
 from r1exp.rewards import grade_math, start_scoring_workers
@@ -51,7 +50,7 @@ def evaluate_model(cfg, model_dir: str | None = None, benchmarks=None,
     model_cfg = cfg.model
     if model_dir is not None:
         model_cfg = OmegaConf.merge(cfg.model, {"path": str(model_dir)})
-    rank, world_size = _rank()
+    rank, world_size = process.rank(), process.world_size()
     run = _tracked_run() if rank == 0 else None
     if cfg.eval.evaluator in EVALUATORS:
         results = _evaluator_results(cfg, model_cfg, names, out, run)
@@ -267,10 +266,6 @@ def _new_work(bench_dir: Path, earlier: set[Path], config_hash: str, seconds: fl
     new = [row for row in samples.iter_rows(store, shards) if row.get("config") == config_hash]
     return {"seconds": seconds, "new_samples": len(new),
             "new_tokens": sum(r["new_tokens"] for r in new)}
-
-
-def _rank() -> tuple[int, int]:
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _tracked_run():

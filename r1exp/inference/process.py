@@ -21,6 +21,11 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def world_size() -> int:
+    """Processes the launcher started for this run (each takes its share of the requests)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 

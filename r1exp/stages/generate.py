@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from r1exp.errors import ConfigError
 from r1exp.generation import output
 from r1exp.generation.filtering import NEEDS_ANSWERS, score_rows
 from r1exp.generation.prompts import dataset_problems, requests_for, template_fields
-from r1exp.inference import Sampling, build_engine, engine_names, samples
+from r1exp.inference import Sampling, build_engine, engine_names, process, samples
 from r1exp.inference.options import check_inference
 from r1exp.inference.samples import SAMPLES_DIR, SHARD_GLOB
 from r1exp.inference.vllm_engine import in_process_use
@@ -91,7 +90,7 @@ def run(cfg) -> dict[str, float]:
 
     check(cfg)
     g = cfg.generate
-    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world_size = process.rank(), process.world_size()
     out_dir = Path(g.output_dir)
     samples_dir = out_dir / samples.SAMPLES_DIR
     engine = build_engine(cfg.inference.engine, cfg, cfg.model, Sampling.of(g, cfg.seed),
